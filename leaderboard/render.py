@@ -1,0 +1,105 @@
+"""Rendering of an aggregated leaderboard: rich terminal tables, report.md, F1-vs-k plot."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from leaderboard.aggregate import OVERALL
+
+SHOWN = (("f1_max", "F1-max"), ("image_auroc", "AUROC"), ("image_auroc_logical", "AUROC log."),
+         ("image_auroc_structural", "AUROC str."), ("pixel_auroc", "pix AUROC"), ("auspro_0.05", "sPRO@.05"),
+         ("fit_s", "fit s"), ("predict_s", "pred s"))
+
+
+def _cell(row: pd.Series, column: str) -> str:
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    std = row.get(f"{column}_std")
+    digits = 1 if column.endswith("_s") else 3
+    text = f"{value:.{digits}f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std:.{digits}f}"
+    return text
+
+
+def table_rows(board: pd.DataFrame, category: str) -> tuple[list[str], list[list[str]]]:
+    """Header and text rows of one category's table (k rows per method, plus AUFC)."""
+    header = ["method", "preset", "k", "seeds", *(label for _, label in SHOWN), "AUFC (norm.)"]
+    rows = []
+    aufc_rows = board[(board["category"] == category) & (board["k"] == "all")].set_index(["method", "preset"])
+    for _, row in board[(board["category"] == category) & (board["k"] != "all")].iterrows():
+        key = (row["method"], row["preset"])
+        summary = aufc_rows.loc[key] if key in aufc_rows.index else None
+        aufc_text = "–"
+        if summary is not None and not pd.isna(summary["aufc"]):
+            aufc_text = f"{summary['aufc']:.3f} ({summary['aufc_norm']:.3f})"
+        rows.append([row["method"], row["preset"], str(row["k"]), str(int(row["n_seeds"])),
+                     *(_cell(row, column) for column, _ in SHOWN), aufc_text])
+    return header, rows
+
+
+def print_tables(board: pd.DataFrame, statuses: pd.DataFrame, console: Console | None = None) -> None:
+    """The overall table and one table per category, in the terminal; then skipped/failed cells."""
+    console = console or Console()
+    categories = [c for c in board["category"].unique() if c != OVERALL]
+    for category in ([OVERALL] if len(categories) > 1 else []) + categories:
+        header, rows = table_rows(board, category)
+        table = Table(title=f"{category} (mean ± std over seeds)", title_justify="left")
+        for name in header:
+            table.add_column(name, justify="left" if name in ("method", "preset") else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    bad = statuses[statuses["status"] != "ok"]
+    for _, row in bad.iterrows():
+        console.print(f"[yellow]{row['method']} ({row['preset']}): {row['cells']} cells {row['status']}[/yellow]")
+
+
+def markdown_report(board: pd.DataFrame, statuses: pd.DataFrame) -> str:
+    """report.md: the same tables as the terminal, in Markdown."""
+    lines = ["# Leaderboard", "", "Mean ± std (ddof=1) over seeds; `overall` averages categories within each seed.", ""]
+    categories = [c for c in board["category"].unique() if c != OVERALL]
+    for category in ([OVERALL] if len(categories) > 1 else []) + categories:
+        header, rows = table_rows(board, category)
+        lines += [f"## {category}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    bad = statuses[statuses["status"] != "ok"]
+    if not bad.empty:
+        lines += ["## Cells that did not run", ""]
+        lines += [f"- {r['method']} ({r['preset']}): {r['cells']} cells {r['status']}" for _, r in bad.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_f1_vs_k(board: pd.DataFrame, path: Path) -> Path | None:
+    """F1-max vs k per method (overall or the only category), with seed std as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    categories = [c for c in board["category"].unique() if c != OVERALL]
+    category = OVERALL if len(categories) > 1 else (categories[0] if categories else None)
+    rows = board[(board["category"] == category) & (board["k"] != "all")]
+    if rows.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for (method, preset), group in rows.groupby(["method", "preset"]):
+        ks = group["k"].astype(int)
+        axis.errorbar(ks, group["f1_max"], yerr=group["f1_max_std"].fillna(0), marker="o", capsize=3,
+                      label=f"{method} ({preset})")
+    axis.set_xlabel("k (support images)")
+    axis.set_ylabel("image F1-max")
+    axis.set_title(f"F1-max vs k — {category}")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

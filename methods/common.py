@@ -1,0 +1,56 @@
+"""Small parts shared by every method: local aggregation of feature maps, nearest neighbours, map smoothing."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def aggregate_local(maps: list[torch.Tensor], patch_size: int = 3) -> torch.Tensor:
+    """PatchCore-style local features: average each level over a patch_size neighbourhood, resize every
+    level to the first level's grid (bilinear) and concatenate channels: [b, sum C_i, h, w]."""
+    height, width = maps[0].shape[-2:]
+    pooled = []
+    for level in maps:
+        level = F.avg_pool2d(level, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
+        if level.shape[-2:] != (height, width):
+            level = F.interpolate(level, size=(height, width), mode="bilinear", align_corners=False)
+        pooled.append(level)
+    return torch.cat(pooled, dim=1)
+
+
+def flatten_patches(features: torch.Tensor) -> torch.Tensor:
+    """[b,C,h,w] -> [b*h*w, C], one row per patch."""
+    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+
+
+def nearest_distance(queries: torch.Tensor, memory: torch.Tensor, chunk: int = 4096, k: int = 1) -> torch.Tensor:
+    """Euclidean distance of each query row [n,C] to its nearest memory row [m,C] (mean over the k nearest)."""
+    out = []
+    for start in range(0, len(queries), chunk):
+        distances = torch.cdist(queries[start:start + chunk], memory)
+        out.append(distances.topk(min(k, len(memory)), dim=1, largest=False).values.mean(dim=1))
+    return torch.cat(out)
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur [b,H,W] maps with a Gaussian of the given sigma (kernel 2*ceil(4 sigma)+1, reflect padding)."""
+    if sigma <= 0:
+        return maps
+    radius = math.ceil(4 * sigma)
+    coords = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    x = maps.unsqueeze(1)
+    x = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x.squeeze(1)
+
+
+def upsample_and_blur(patch_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> torch.Tensor:
+    """Patch scores [b,h,w] -> anomaly maps [b,H,W]: bilinear upsampling then Gaussian blur."""
+    maps = F.interpolate(patch_scores.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    return gaussian_blur(maps, sigma)

@@ -1,0 +1,95 @@
+"""Every metric of one run cell, from a category's ground truth and a method's scores and maps."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from submission import evaluation as ev
+from submission.datasets.images import load_mask
+from submission.datasets.records import LOGICAL, STRUCTURAL, Category, TestItem
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Labels, kinds and masks of a category's test items, loaded once per run.
+
+    masks[i] is a list of uint8 [H_i,W_i] masks at the resolution on disk (empty for good images),
+    or None for the whole category when some anomalous image has no mask (pixel metrics then stay empty).
+    """
+
+    items: tuple[TestItem, ...]
+    labels: np.ndarray  # [n] 0/1
+    kinds: tuple[str | None, ...]
+    sizes: tuple[tuple[int, int], ...]  # original (H, W) per item
+    masks: tuple[list[np.ndarray], ...] | None
+    defects: dict[int, tuple[float, bool]]
+
+
+def load_ground_truth(category: Category, sizes: list[tuple[int, int]]) -> GroundTruth:
+    """Ground truth of a category; each mask is checked against its image's size on disk."""
+    items = category.test
+    have_masks = all(item.mask_paths for item in items if item.label == 1) and any(item.label for item in items)
+    masks = None
+    if have_masks:
+        masks = tuple([load_mask(path, size) for path in item.mask_paths] for item, size in zip(items, sizes))
+    defects = {d.pixel_value: (d.saturation_threshold, d.relative_saturation) for d in category.defects}
+    return GroundTruth(items, np.array([item.label for item in items]), tuple(item.kind for item in items),
+                       tuple(sizes), masks, defects)
+
+
+def maps_at_mask_resolution(maps: torch.Tensor, sizes: tuple[tuple[int, int], ...]) -> list[np.ndarray]:
+    """Anomaly maps [n,H,W] resized (bilinear) to each image's original (H, W), as float32 arrays."""
+    out = []
+    for anomaly_map, size in zip(maps, sizes):
+        resized = F.interpolate(anomaly_map[None, None].float(), size=size, mode="bilinear", align_corners=False)
+        out.append(resized[0, 0].cpu().numpy())
+    return out
+
+
+def _subset(truth: GroundTruth, kind: str | None) -> np.ndarray:
+    """Indices of all good items plus the anomalies of one kind (all anomalies when kind is None)."""
+    return np.array([i for i, (label, k) in enumerate(zip(truth.labels, truth.kinds))
+                     if label == 0 or kind is None or k == kind], dtype=int)
+
+
+def image_metrics(truth: GroundTruth, scores: np.ndarray) -> dict[str, float | None]:
+    """Image AUROC (all / logical / structural / mean) and F1-max of one cell."""
+    out: dict[str, float | None] = {
+        "image_auroc": ev.image_auroc(truth.labels, scores),
+        "f1_max": ev.f1_max(truth.labels, scores),
+    }
+    for kind in (LOGICAL, STRUCTURAL):
+        index = _subset(truth, kind)
+        present = any(truth.kinds[i] == kind for i in index)
+        out[f"image_auroc_{kind}"] = ev.image_auroc(truth.labels[index], scores[index]) if present else None
+    parts = (out["image_auroc_logical"], out["image_auroc_structural"])
+    out["image_auroc_mean"] = None if None in parts else float(np.mean(parts))
+    return out
+
+
+def pixel_metrics(truth: GroundTruth, maps: list[np.ndarray]) -> dict[str, float | None]:
+    """Pixel AUROC, AUPRO (FPR 0.3) and AU-sPRO (FPR 0.05; all / logical / structural) of one cell."""
+    keys = ("pixel_auroc", "aupro_0.3", "auspro_0.05", "auspro_logical_0.05", "auspro_structural_0.05")
+    out: dict[str, float | None] = dict.fromkeys(keys)
+    if truth.masks is None:
+        return out
+    binary = [np.any(np.stack(m), axis=0) if m else np.zeros(s, dtype=bool) for m, s in zip(truth.masks, truth.sizes)]
+    out["pixel_auroc"] = ev.pixel_auroc(binary, maps)
+    out["aupro_0.3"] = ev.aupro(binary, maps, fpr_limit=0.3)
+    if not truth.defects:
+        return out
+    everything = _subset(truth, None)
+    cache: dict[tuple[int, ...], float | None] = {}  # a subset equal to the whole set is computed once
+    for kind, key in ((None, "auspro_0.05"), (LOGICAL, "auspro_logical_0.05"), (STRUCTURAL, "auspro_structural_0.05")):
+        index = _subset(truth, kind)
+        if kind is not None and not any(truth.kinds[i] == kind for i in index):
+            continue
+        subset = tuple(index.tolist()) if len(index) != len(everything) else ()
+        if subset not in cache:
+            masks = [truth.masks[i] for i in index]
+            cache[subset] = ev.auspro(masks, [maps[i] for i in index], truth.defects, fpr_limits=(0.05,))[0.05]
+        out[key] = cache[subset]
+    return out

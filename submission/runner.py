@@ -1,0 +1,241 @@
+"""The grid of run cells (category x k x seed x method variant): fit, predict, evaluate, write rows.
+
+Every finished cell is one atomic row of results.csv; rerunning into the same folder skips the cells
+whose row has status=ok. Aggregation lives in `leaderboard/`, not here.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from methods.backbones import FeatureCache
+from methods.base import FitContext, Method, Prediction
+from leaderboard.columns import CELL_KEY
+from methods.registry import variant_dirname
+from submission.cell_metrics import GroundTruth, image_metrics, load_ground_truth, maps_at_mask_resolution, pixel_metrics
+from submission.config import RunConfig
+from submission.datasets.images import ImageStore
+from submission.datasets.procedural import ensure_dataset
+from submission.datasets.readers import list_categories, read_category
+from submission.datasets.records import LOGICAL, STRUCTURAL, Category
+from submission.errors import HarnessError
+from submission.preflight import Variant, preflight
+from submission.run_folder import RunFolder
+from submission.sampling import support_indices
+
+DEFAULT_CACHE = Path.home() / ".cache" / "fewshot_ad"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; `cuda` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise HarnessError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise HarnessError(f"--device {name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def default_run_dir() -> Path:
+    """runs/<timestamp> under the working directory."""
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def load_categories(config: RunConfig, console: Console) -> list[Category]:
+    """The categories of the run, read and checked before any cell starts."""
+    data, fmt = config.data, config.format
+    if data is None:
+        console.print("[dim]no --data: using the embedded procedural dataset[/dim]")
+        data, fmt = ensure_dataset(DEFAULT_CACHE / "procedural"), "loco"
+    names = list(config.categories) or list_categories(Path(data))
+    return [read_category(Path(data), name, fmt) for name in names]
+
+
+class CategoryData:
+    """A category's pixels and ground truth, loaded once per run."""
+
+    def __init__(self, category: Category, store: ImageStore) -> None:
+        self.category = category
+        self.store = store
+        loaded = [store.get(item.path) for item in category.test]
+        self.test_images = torch.stack([image for image, _ in loaded])
+        self.truth: GroundTruth = load_ground_truth(category, [size for _, size in loaded])
+
+    def support(self, indices: list[int]) -> torch.Tensor:
+        return self.store.stack([self.category.train_good[i] for i in indices])
+
+
+def predict_all(method: Method, images: torch.Tensor, batch_size: int, device: torch.device) -> Prediction:
+    """Run `method.predict` over the test images in batches; results on the CPU."""
+    parts = [method.predict(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+    maps = None if parts[0].maps is None else torch.cat([p.maps.float().cpu() for p in parts])
+    extras = {key: torch.cat([p.extras[key].float().cpu() for p in parts]) for key in parts[0].extras}
+    return Prediction(torch.cat([p.scores.float().cpu() for p in parts]), maps, extras)
+
+
+def _base_row(variant: Variant, preset: str, data: CategoryData, k: int, seed: int) -> dict[str, Any]:
+    kinds = data.truth.kinds
+    has_kinds = any(kind is not None for kind in kinds)
+    return {
+        "method": variant.spec, "preset": preset, "category": data.category.name, "k": k, "seed": seed,
+        "n_good": int((data.truth.labels == 0).sum()),
+        "n_logical": sum(kind == LOGICAL for kind in kinds) if has_kinds else None,
+        "n_structural": sum(kind == STRUCTURAL for kind in kinds) if has_kinds else None,
+    }
+
+
+class Runner:
+    """Runs every cell of a `RunConfig` into a run folder."""
+
+    def __init__(self, config: RunConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console()
+        self.preset = config.resolved_preset
+        self.device = resolve_device(config.device)
+        self.folder = RunFolder(config.out or default_run_dir())
+        self.features = FeatureCache(self.device, config.weights, config.pretrained, config.batch_size)
+
+    def run(self) -> Path:
+        """Pre-flight, then every cell; returns the run folder."""
+        variants = preflight(self.config.methods, self.preset, self.config.weights, self.config.pretrained)
+        for variant in variants:
+            for message in variant.missing:
+                self.console.print(f"[yellow]skipped {variant.spec} ({self.preset}):[/yellow] {message}")
+        runnable = [v for v in variants if v.runnable]
+        if not runnable:
+            raise HarnessError("no requested method can run under preset "
+                               f"{self.preset!r}; see the messages above (or use --preset offline)")
+        categories = load_categories(self.config, self.console)
+        for category in categories:  # check k against every pool before any cell runs
+            for k in self.config.shots:
+                if k > len(category.train_good) or k < 1:
+                    raise HarnessError(f"{category.root}: --shots {k} is not within 1..{len(category.train_good)} "
+                                       "(the size of its support pool)")
+        self._write_config(variants, categories)
+        done = self.folder.finished_cells()
+        store = ImageStore(self.config.image_size)
+        cells = [(c, k, s) for c in categories for k in self.config.shots for s in self.config.seeds]
+        total = len(cells) * len(variants)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=self.console, transient=False) as progress:
+            task = progress.add_task("cells", total=total)
+            current: CategoryData | None = None
+            for category, k, seed in cells:
+                if current is None or current.category is not category:
+                    progress.update(task, description=f"loading {category.name}")
+                    current = CategoryData(category, store)
+                self._run_cell(current, k, seed, variants, done, progress, task)
+        self._write_config(variants, categories)  # again, with the final backbone pass counts
+        return self.folder.root
+
+    def _run_cell(self, data: CategoryData, k: int, seed: int, variants: list[Variant], done: set,
+                  progress: Progress, task: Any) -> None:
+        rows = {v.spec: _base_row(v, self.preset, data, k, seed) for v in variants}
+        pending = {spec for spec, row in rows.items() if tuple(str(row[c]) for c in CELL_KEY) not in done}
+        if not pending:
+            progress.advance(task, len(variants))
+            return
+        # a pending fusion needs its members fitted in this cell, even those finished earlier
+        refit_members = any(v.entry.needs_fitted for v in variants if v.spec in pending)
+        indices = support_indices(len(data.category.train_good), k, seed)  # seeds torch as the VAND kit does
+        self._record_manifest(data.category, k, seed, indices)
+        support = data.support(indices)
+        fitted: dict[str, Method] = {}
+        for variant in variants:
+            progress.update(task, description=f"{variant.spec} {data.category.name} k={k} seed={seed}")
+            row, todo = rows[variant.spec], variant.spec in pending
+            if not variant.runnable:
+                if todo:
+                    self.folder.append_result({**row, "status": "skipped",
+                                               "method_info": json.dumps({"missing": variant.missing})})
+            elif todo or (refit_members and not variant.entry.needs_fitted):
+                method = self._fit_and_score(variant, data, k, seed, support, row, fitted, score=todo)
+                if method is not None:
+                    fitted[variant.spec] = method
+            progress.advance(task)
+
+    def _fit_and_score(self, variant: Variant, data: CategoryData, k: int, seed: int, support: torch.Tensor,
+                       row: dict[str, Any], fitted: dict[str, Method], score: bool) -> Method | None:
+        """Fit one variant on the support set; with `score`, predict the test set and write its row."""
+        method = variant.entry.factory(variant.config)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        torch.manual_seed(seed)
+        artifacts = self.folder.root / "artifacts" / variant_dirname(variant.spec)
+        context = FitContext(self.device, generator, self.features, artifacts=artifacts, fitted=dict(fitted))
+        info: dict[str, Any] = {"preset": self.preset, "weights": variant.weights}
+        try:
+            start = time.perf_counter()
+            method.fit(support.to(self.device), category=data.category.name, context=context)
+            fit_s = time.perf_counter() - start
+            if not score:
+                return method
+            start = time.perf_counter()
+            with torch.no_grad():
+                prediction = predict_all(method, data.test_images, self.config.batch_size, self.device)
+            predict_s = time.perf_counter() - start
+        except HarnessError:
+            raise
+        except Exception as error:  # a broken method fails its cell; the run goes on with the others
+            self.console.print(f"[red]{variant.spec} failed on {data.category.name} k={k} seed={seed}:[/red] {error!r}")
+            failure = {**info, "error": repr(error), "trace": traceback.format_exc(limit=3)}
+            if score:
+                self.folder.append_result({**row, "status": "failed", "method_info": json.dumps(failure)})
+            return None
+        self._record_cell(variant, data, k, seed, prediction, row, fit_s, predict_s, {**info, **method.info()})
+        return method
+
+    def _record_cell(self, variant: Variant, data: CategoryData, k: int, seed: int, prediction: Prediction,
+                     row: dict[str, Any], fit_s: float, predict_s: float, info: dict[str, Any]) -> None:
+        scores = prediction.scores.numpy()
+        if not np.all(np.isfinite(scores)):
+            raise HarnessError(f"{variant.spec}: non-finite image scores on {data.category.name} k={k} seed={seed}")
+        metrics = image_metrics(data.truth, scores)
+        maps = None
+        if prediction.maps is not None and (data.truth.masks is not None or self.config.save_maps):
+            maps = maps_at_mask_resolution(prediction.maps, data.truth.sizes)
+            metrics.update(pixel_metrics(data.truth, maps))
+        variant_dir = variant_dirname(variant.spec)
+        items = data.truth.items
+        self.folder.write_scores(variant_dir, k, seed, data.category.name, [i.name for i in items],
+                                 [i.defect for i in items], data.truth.labels.tolist(), scores,
+                                 {key: value.numpy() for key, value in prediction.extras.items()})
+        if self.config.save_maps and maps is not None:
+            for item, anomaly_map in zip(items, maps):
+                self.folder.write_map(variant_dir, k, seed, data.category.name, item.name, anomaly_map)
+        self.folder.append_result({**row, **metrics, "status": "ok", "fit_s": fit_s, "predict_s": predict_s,
+                                   "method_info": json.dumps(info, sort_keys=True, default=str)})
+
+    def _record_manifest(self, category: Category, k: int, seed: int, indices: list[int]) -> None:
+        manifest = self.folder.read_json("manifest.json")
+        manifest.setdefault(category.name, {})[f"k{k}_s{seed}"] = [category.train_good[i].name for i in indices]
+        self.folder.write_json("manifest.json", manifest)
+
+    def _write_config(self, variants: list[Variant], categories: list[Category]) -> None:
+        config = asdict(self.config)
+        self.folder.write_json("config.json", {
+            "arguments": config,
+            "preset": self.preset,
+            "data": str(categories[0].root.parent) if categories else None,
+            "categories": [c.name for c in categories],
+            "methods": {v.spec: {"config": asdict(v.config), "weights": v.weights, "missing": v.missing} for v in variants},
+            "device": str(self.device),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__},
+            "backbone_passes": dict(self.features.passes),
+        })
+
+
+def run(config: RunConfig, console: Console | None = None) -> Path:
+    """Run the whole grid of a config; returns the run folder."""
+    return Runner(config, console).run()

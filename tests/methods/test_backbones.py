@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from methods.backbones import FeatureCache, WeightsMissing, load_backbone, resolve_weights
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """No hub cache and no torch hub checkpoints: what a fresh offline machine has."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
+    return tmp_path
+
+
+def test_bundled_lite0_loads_and_gives_strided_levels():
+    extractor = load_backbone("lite0")
+    maps = extractor(torch.rand(2, 3, 64, 64))
+    assert [m.shape for m in maps] == [(2, 24, 16, 16), (2, 40, 8, 8), (2, 112, 4, 4)]
+    assert extractor.channels() == [24, 40, 112]
+
+
+def test_missing_paper_weights_name_every_place_searched(empty_caches):
+    with pytest.raises(WeightsMissing) as error:
+        resolve_weights("wide_resnet50_2")
+    message = str(error.value)
+    assert "wide_resnet50_2" in message and "hub cache" in message and "--weights wide_resnet50_2=PATH" in message
+
+
+def test_explicit_weight_file_is_used(empty_caches):
+    model = load_backbone("resnet18", pretrained=False)
+    path = empty_caches / "r18.pth"
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in __import__("timm").create_model("resnet18").state_dict().items()}
+    torch.save(state, path)
+    assert resolve_weights("resnet18", path) == path
+    loaded = load_backbone("resnet18", path)
+    assert torch.equal(loaded.model.conv1.weight, state["conv1.weight"])
+    assert not torch.equal(model.model.conv1.weight, state["conv1.weight"])
+
+
+def test_a_wrong_explicit_path_is_reported(empty_caches):
+    with pytest.raises(WeightsMissing, match="no such file"):
+        resolve_weights("resnet18", empty_caches / "nope.pth")
+
+
+def test_feature_cache_computes_each_image_once():
+    cache = FeatureCache(torch.device("cpu"))
+    images = torch.rand(3, 3, 64, 64)
+    first = cache.get("lite0", images)
+    second = cache.get("lite0", images[[2, 0]])
+    assert cache.passes["lite0"] == 3
+    assert torch.equal(second[1][0], first[1][2]) and torch.equal(second[1][1], first[1][0])
