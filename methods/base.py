@@ -16,13 +16,21 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class AuxiliaryCategory:
+    """Normal images of a category other than the target, for methods trained off the target (RegAD)."""
+
+    name: str
+    images: torch.Tensor  # [n,3,H,W] in [0,1], the category's train/good images at the run's size
+
+
+@dataclass(frozen=True)
 class FitContext:
     """What a method may use besides its support images."""
 
     device: torch.device
     generator: torch.Generator  # seeded with the cell's seed: the only randomness a method may use
     features: "FeatureCache"  # shared backbone features, computed once per image per run
-    auxiliary: Callable[[], Iterable[Any]] | None = None  # other categories' support pools (RegAD)
+    auxiliary: Callable[[], Iterable[AuxiliaryCategory]] | None = None  # never the target category (RegAD)
     artifacts: Path | None = None  # runs/<id>/artifacts/<variant>/: kept across cells
     fitted: Mapping[str, "Method"] = field(default_factory=dict)  # members fitted in this cell (fusion)
 

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from methods.backbones import FeatureCache
-from methods.base import FitContext, Method, Prediction
+from methods.base import AuxiliaryCategory, FitContext, Method, Prediction
 from leaderboard.columns import CELL_KEY
 from methods.registry import variant_dirname
 from submission.cell_metrics import GroundTruth, image_metrics, load_ground_truth, maps_at_mask_resolution, pixel_metrics
@@ -75,6 +75,25 @@ class CategoryData:
 
     def support(self, indices: list[int]) -> torch.Tensor:
         return self.store.stack([self.category.train_good[i] for i in indices])
+
+
+def auxiliary_categories(source: str, target: Category, config: RunConfig, store: ImageStore) -> list[AuxiliaryCategory]:
+    """Normal train images of every category of `source` except the target, for methods trained off it.
+
+    source: `procedural` (the embedded dataset; always available), `dataset` (the other categories of
+    the run's dataset: the paper's leave-one-out protocol) or a path to another dataset folder
+    (read in the run's format)."""
+    if source == "procedural":
+        root, fmt = ensure_dataset(DEFAULT_CACHE / "procedural"), "loco"
+    elif source == "dataset":
+        root, fmt = target.root.parent, target.format
+    else:
+        root, fmt = Path(source), config.format
+    categories = [read_category(root, name, fmt) for name in list_categories(root)]
+    others = [c for c in categories if c.root.resolve() != target.root.resolve() and c.name != target.name]
+    if not others:
+        raise HarnessError(f"{root}: no category other than {target.name!r} to train on (source={source!r})")
+    return [AuxiliaryCategory(c.name, store.stack(c.train_good)) for c in others]
 
 
 def predict_all(method: Method, images: torch.Tensor, batch_size: int, device: torch.device) -> Prediction:
@@ -173,7 +192,11 @@ class Runner:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         torch.manual_seed(seed)
         artifacts = self.folder.root / "artifacts" / variant_dirname(variant.spec)
-        context = FitContext(self.device, generator, self.features, artifacts=artifacts, fitted=dict(fitted))
+        auxiliary = None
+        if variant.entry.uses_auxiliary:
+            source = getattr(variant.config, "source", "procedural")
+            auxiliary = lambda: auxiliary_categories(source, data.category, self.config, data.store)  # noqa: E731
+        context = FitContext(self.device, generator, self.features, auxiliary, artifacts, dict(fitted))
         info: dict[str, Any] = {"preset": self.preset, "weights": variant.weights}
         try:
             start = time.perf_counter()
