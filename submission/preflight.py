@@ -51,4 +51,20 @@ def preflight(specs: tuple[str, ...], preset: str, weights: dict[str, Path], pre
         variants.append(variant)
     if len({v.spec for v in variants}) != len(variants):
         raise HarnessError(f"--methods lists a variant twice: {' '.join(specs)}")
+    for variant in variants:
+        if variant.entry.needs_fitted:
+            _check_members(variant, variants)
     return sorted(variants, key=lambda v: v.entry.needs_fitted)
+
+
+def _check_members(consumer: Variant, variants: list[Variant]) -> None:
+    """A method that consumes fitted members (fusion) needs them in the run; it is skipped when none can run."""
+    members = [v for v in variants if not v.entry.needs_fitted]
+    wanted = getattr(consumer.config, "members", ()) or ()
+    for name in wanted:
+        if not any(v.spec == name or v.entry.name == name for v in members):
+            raise HarnessError(f"{consumer.spec!r}: member {name!r} is not in this run; add it to --methods "
+                               f"(run has: {', '.join(v.spec for v in members) or 'no members'})")
+    chosen = [v for v in members if not wanted or v.spec in wanted or v.entry.name in wanted]
+    if not any(v.runnable for v in chosen):
+        consumer.missing.append("no member of this fusion can run: " + "; ".join(m for v in chosen for m in v.missing))

@@ -6,6 +6,7 @@ whose row has status=ok. Aggregation lives in `leaderboard/`, not here.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 import traceback
@@ -34,7 +35,7 @@ from submission.preflight import Variant, preflight
 from submission.run_folder import RunFolder
 from submission.sampling import support_indices
 
-DEFAULT_CACHE = Path.home() / ".cache" / "fewshot_ad"
+DEFAULT_CACHE = Path(os.environ.get("FEWSHOT_AD_CACHE", Path.home() / ".cache" / "fewshot_ad"))  # datasets, kept across runs
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,296 @@
+"""clip_logic: WinCLIP+ zero-/few-shot scoring plus a global and a component-level logical term.
+
+A CLIP image/text tower scores each image against a prompt ensemble (zero-shot) and against the
+support images' patch and window embeddings (few-shot, WinCLIP+); two logical terms compare the
+image as a whole with the supports: its global embedding, and statistics of its parts (k-means
+clusters of the support patch features: area, number of connected regions, mean colour per part).
+
+Papers: Jeong et al., "WinCLIP: Zero-/Few-Shot Anomaly Classification and Segmentation", CVPR 2023
+(no official code; anomalib has an implementation, not used here); the component term follows the
+ComAD idea (Liu et al., "Component-aware anomaly detection framework for adjustable and logical
+industrial visual inspection", 2023). REFERENCE.md §3 "CLIP-based scoring".
+
+Presets: `paper` = open_clip ViT-B-16-plus-240 (laion400m_e31) at 240 px with text part; `offline` =
+no CLIP tower: the few-shot and logical parts run on the bundled Lite0 backbone's features
+(PatchCore's locally aggregated levels 2+3), no text part; `info()` says so. An offline row is never
+a CLIP result.
+
+Choices and differences from REFERENCE.md (our choices unless said otherwise):
+- Windows: paper preset re-encodes the class token with each window's tokens (WinCLIP's token mask,
+  stride 1); offline approximates windows by average-pooling the local features (stride 1).
+- Zero-shot map = mean over window scales of the harmonic aggregation of window scores; few-shot map
+  = mean of the patch-level map and each window scale's map; WinCLIP+ image term = mean of the
+  zero-shot image score and the few-shot map's maximum (offline: the maximum alone).
+- Image score = z(local) + z(global) + z(components). Each term is standardised without test data
+  by its values on held-out support images: leave-one-out (support i against the other k-1) for
+  k >= 2; for k = 1, four views of the support shifted by `view_shift` of the image size against
+  the support itself. Scale = max(std, relative_floor * |mean|, 1e-6) (ddof 0): with k = 2 the two
+  leave-one-out values are nearly equal, so the floor sets the scale.
+- Part statistics are standardised by the supports' spread, floored per kind (area, count, colour);
+  with k = 1 (no spread) the floors alone are the scale. The k-means parts are fitted once on all
+  supports; held-out terms reuse them (only the statistics are held out). Regions smaller than
+  `min_region` patches are not counted, so isolated mis-assigned patches do not change counts.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from methods.backbones import select_levels
+from methods.base import FitContext, Prediction
+from methods.clip_towers import ClipTower, get_tower, harmonic_aggregation
+from methods.common import aggregate_local, flatten_patches, upsample_and_blur
+from methods.registry import register
+
+TERMS = ("local", "global", "components")
+
+
+@dataclass(frozen=True)
+class ClipLogicConfig:
+    clip_model: str | None = "ViT-B-16-plus-240"  # WinCLIP paper; None = no CLIP tower (offline)
+    clip_pretrained: str = "laion400m_e31"  # WinCLIP paper
+    backbone: str | None = None  # offline: bundled backbone for the few-shot and logical parts
+    levels: tuple[int, ...] = (2, 3)  # offline backbone levels (PatchCore's official choice)
+    patch_size: int = 3  # offline local aggregation (PatchCore's official choice)
+    window_scales: tuple[int, ...] = (2, 3)  # WinCLIP: windows of 2x2 and 3x3 patches
+    temperature: float = 0.07  # WinCLIP: softmax(cos / 0.07)
+    num_parts: int = 5  # REFERENCE.md: k-means with k ~ 5
+    kmeans_iters: int = 30  # our choice
+    min_region: int = 2  # our choice: smallest connected region (patches) that counts
+    area_floor: float = 0.01  # our choice: area fractions vary by at least 1 % of the image
+    count_floor: float = 0.5  # our choice: half a region
+    colour_floor: float = 0.03  # our choice: colours in [0,1]
+    relative_floor: float = 0.2  # our choice: a term's scale is at least 20 % of its held-out mean
+    view_shift: float = 1 / 16  # our choice: k = 1 held-out views shifted by one 16-px patch at 256 px
+    blur_sigma: float = 4.0  # as PatchCore / SimpleNet: Gaussian sigma 4 on the upsampled map
+
+
+@dataclass
+class Encoded:
+    """Embeddings of b images: global [b,D], patches [b,C,h,w] and windows [b,C,nh,nw] (unit norm),
+    colours [b,3,h,w] (image pixels averaged to the patch grid)."""
+
+    global_: torch.Tensor
+    patches: torch.Tensor
+    windows: list[torch.Tensor]
+    colours: torch.Tensor
+
+    def select(self, rows: list[int]) -> "Encoded":
+        """The embeddings of a subset of the images."""
+        return Encoded(self.global_[rows], self.patches[rows], [w[rows] for w in self.windows], self.colours[rows])
+
+
+def kmeans(points: torch.Tensor, parts: int, iters: int, generator: torch.Generator) -> torch.Tensor:
+    """Centroids [parts,C] of points [n,C]: k-means++ seeding from `generator`, then Lloyd iterations."""
+    parts = min(parts, len(points))
+    first = int(torch.randint(len(points), (1,), generator=generator))
+    centroids = points[first:first + 1]
+    nearest = torch.cdist(points, centroids).squeeze(1) ** 2
+    for _ in range(parts - 1):
+        weights = nearest.cpu().double()
+        weights = weights if weights.sum() > 0 else torch.ones_like(weights)
+        index = int(torch.multinomial(weights, 1, generator=generator))
+        centroids = torch.cat([centroids, points[index:index + 1]])
+        nearest = torch.minimum(nearest, torch.cdist(points, points[index:index + 1]).squeeze(1) ** 2)
+    for _ in range(iters):
+        assign = torch.cdist(points, centroids).argmin(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, points)
+        counts = torch.bincount(assign, minlength=parts).unsqueeze(1).to(points.dtype)
+        updated = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)  # empty parts keep their centroid
+        if torch.equal(updated, centroids):
+            break
+        centroids = updated
+    return centroids
+
+
+def part_statistics(patches: torch.Tensor, colours: torch.Tensor, centroids: torch.Tensor, min_region: int) -> torch.Tensor:
+    """Per image and part: area fraction, number of connected regions of >= min_region patches, mean
+    colour (NaN where the part is absent): [b, parts*5] = [areas | counts | colours (part-major RGB)]."""
+    b, _, h, w = patches.shape
+    parts = len(centroids)
+    assign = torch.cdist(flatten_patches(patches), centroids).argmin(dim=1).view(b, h, w)
+    one_hot = F.one_hot(assign, parts).permute(0, 3, 1, 2).to(colours.dtype)  # [b, parts, h, w]
+    area = one_hot.sum(dim=(2, 3))
+    colour = torch.einsum("bphw,bchw->bpc", one_hot, colours) / area.unsqueeze(2)  # NaN where area = 0
+    counts = torch.zeros(b, parts, dtype=colours.dtype)
+    for i, image in enumerate(assign.cpu().numpy()):
+        for p in range(parts):
+            labels, n = ndimage.label(image == p)
+            counts[i, p] = int((np.bincount(labels.ravel(), minlength=n + 1)[1:] >= min_region).sum())
+    return torch.cat([area / (h * w), counts.to(area.device), colour.flatten(1)], dim=1)
+
+
+def statistic_distance(stats: torch.Tensor, reference: torch.Tensor, floors: torch.Tensor) -> torch.Tensor:
+    """Root mean square over statistics of (stat - reference mean) / max(reference std, floor): [b].
+    Statistics absent (NaN) in an image or in every reference image do not count."""
+    present = ~reference.isnan()
+    filled = torch.where(present, reference, torch.zeros_like(reference))
+    n = present.sum(dim=0).clamp_min(1)
+    mean = filled.sum(dim=0) / n
+    std = torch.sqrt((torch.where(present, reference - mean, torch.zeros_like(reference)) ** 2).sum(dim=0) / n)
+    z = (stats - mean) / torch.maximum(std, floors)
+    valid = present.any(dim=0) & ~z.isnan()
+    z = torch.where(valid, z, torch.zeros_like(z))
+    return torch.sqrt((z ** 2).sum(dim=1) / valid.sum(dim=1).clamp_min(1))
+
+
+def nearest_cosine_distance(queries: torch.Tensor, memory: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """(1 - max cosine similarity)/2 of each query location [b,C,h,w] to memory locations [m,C,...]: [b,h,w]."""
+    b, _, h, w = queries.shape
+    rows, bank = flatten_patches(queries), flatten_patches(memory)
+    similarity = torch.cat([(rows[i:i + chunk] @ bank.T).max(dim=1).values for i in range(0, len(rows), chunk)])
+    return ((1 - similarity) / 2).view(b, h, w)
+
+
+def shifted_views(image: torch.Tensor, shift: int) -> torch.Tensor:
+    """Four copies of one image [3,H,W] shifted by `shift` px left/right/up/down (edge pixels repeated)."""
+    padded = F.pad(image.unsqueeze(0), (shift, shift, shift, shift), mode="replicate")[0]
+    height, width = image.shape[-2:]
+    rows, cols = slice(shift, shift + height), slice(shift, shift + width)
+    views = [padded[:, rows, :width], padded[:, rows, 2 * shift:], padded[:, :height, cols], padded[:, 2 * shift:, cols]]
+    return torch.stack(views)
+
+
+class ClipLogic:
+    """WinCLIP+ local scores plus global and component-level logical terms, summed after standardisation."""
+
+    name = "clip_logic"
+
+    def __init__(self, config: ClipLogicConfig) -> None:
+        if (config.clip_model is None) == (config.backbone is None):
+            raise ValueError("clip_logic needs exactly one of clip_model (paper) and backbone (offline)")
+        self.config = config
+        self._context: FitContext | None = None
+        self._tower: ClipTower | None = None
+        self._text: torch.Tensor | None = None  # [2, D] normal / anomalous class embeddings
+        self._support: Encoded | None = None
+        self._centroids: torch.Tensor | None = None
+        self._support_stats: torch.Tensor | None = None
+        self._floors: torch.Tensor | None = None
+        self._term_mean = self._term_scale = None
+        self._held_out = ""
+
+    # ------------------------------------------------------------------------------ embeddings
+    def _encode(self, images: torch.Tensor, cache: bool = True) -> Encoded:
+        """Embeddings of images [b,3,H,W] in [0,1] from the CLIP tower or the offline backbone."""
+        config, features = self.config, self._context.features
+        if self._tower is not None:
+            global_, patches, *windows = self._tower.encode(images, config.window_scales)
+        else:
+            maps = (features.get if cache else features.compute)(config.backbone, images)
+            local = aggregate_local(select_levels(maps, config.levels), config.patch_size)  # [b, C, h, w]
+            global_ = F.normalize(local.mean(dim=(2, 3)), dim=1)
+            windows = [F.normalize(F.avg_pool2d(local, s, stride=1), dim=1) for s in config.window_scales]
+            patches = F.normalize(local, dim=1)
+        colours = F.adaptive_avg_pool2d(images.to(patches.device), patches.shape[-2:])
+        return Encoded(global_, patches, list(windows), colours)
+
+    # ------------------------------------------------------------------------------ scoring parts
+    def _few_shot_map(self, query: Encoded, memory: Encoded) -> torch.Tensor:
+        """WinCLIP+ few-shot map [b,h,w]: mean of the patch map and each window scale's harmonic map."""
+        maps = [nearest_cosine_distance(query.patches, memory.patches)]
+        for scale, windows, bank in zip(self.config.window_scales, query.windows, memory.windows):
+            maps.append(harmonic_aggregation(nearest_cosine_distance(windows, bank), scale))
+        return torch.stack(maps).mean(dim=0)
+
+    def _zero_shot(self, query: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero-shot image score [b] (anomalous-class probability) and map [b,h,w] from the windows."""
+        def anomalous(embeddings: torch.Tensor) -> torch.Tensor:  # [..., D] -> [...]
+            return torch.softmax(embeddings @ self._text.T / self.config.temperature, dim=-1)[..., 1]
+        image = anomalous(query.global_)
+        maps = [harmonic_aggregation(anomalous(w.permute(0, 2, 3, 1)), s)
+                for s, w in zip(self.config.window_scales, query.windows)]
+        b, _, h, w = query.patches.shape
+        return image, torch.stack(maps).mean(dim=0) if maps else image.view(b, 1, 1).expand(b, h, w)
+
+    def _terms(self, query: Encoded, memory: Encoded, reference_stats: torch.Tensor):
+        """Raw terms [b,3] (local, global, components), the local map [b,h,w] and the named parts."""
+        few_shot_map = self._few_shot_map(query, memory)
+        parts = {"few_shot": few_shot_map.flatten(1).max(dim=1).values}
+        local, local_map = parts["few_shot"], few_shot_map
+        if self._text is not None:
+            parts["zero_shot"], zero_shot_map = self._zero_shot(query)
+            local, local_map = (parts["zero_shot"] + local) / 2, (zero_shot_map + few_shot_map) / 2
+        parts["global"] = 1 - (query.global_ @ memory.global_.T).max(dim=1).values
+        stats = part_statistics(query.patches, query.colours, self._centroids, self.config.min_region)
+        parts["components"] = statistic_distance(stats, reference_stats, self._floors)
+        return torch.stack([local, parts["global"], parts["components"]], dim=1), local_map, parts
+
+    def _held_out_terms(self, support: torch.Tensor) -> torch.Tensor:
+        """Terms [n,3] of held-out normals: leave-one-out over the supports, or shifted views when k = 1."""
+        k = len(support)
+        if k >= 2:
+            self._held_out = "leave-one-out over the support images"
+            rows = []
+            for i in range(k):
+                others = [j for j in range(k) if j != i]
+                terms, _, _ = self._terms(self._support.select([i]), self._support.select(others),
+                                          self._support_stats[others])
+                rows.append(terms)
+            return torch.cat(rows)
+        shift = max(1, round(support.shape[-1] * self.config.view_shift))
+        self._held_out = f"4 views of the single support shifted by {shift} px"
+        views = self._encode(shifted_views(support[0], shift), cache=False)
+        return self._terms(views, self._support, self._support_stats)[0]
+
+    # ------------------------------------------------------------------------------ Method interface
+    def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
+        config = self.config
+        self._context = context
+        if config.clip_model is not None:
+            features = context.features
+            self._tower = get_tower(config.clip_model, config.clip_pretrained,
+                                    features.weights.get(config.clip_model), features.pretrained, context.device)
+            self._text = self._tower.class_embeddings(category)
+        self._support = self._encode(support)
+        self._centroids = kmeans(flatten_patches(self._support.patches), config.num_parts, config.kmeans_iters,
+                                 context.generator)
+        parts = len(self._centroids)
+        self._floors = torch.tensor([config.area_floor] * parts + [config.count_floor] * parts
+                                    + [config.colour_floor] * 3 * parts, device=self._centroids.device)
+        self._support_stats = part_statistics(self._support.patches, self._support.colours, self._centroids,
+                                              config.min_region)
+        held_out = self._held_out_terms(support)
+        self._term_mean = held_out.mean(dim=0)
+        spread = held_out.std(dim=0, unbiased=False)
+        self._term_scale = torch.maximum(spread, config.relative_floor * self._term_mean.abs()).clamp_min(1e-6)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> Prediction:
+        query = self._encode(images)
+        terms, local_map, parts = self._terms(query, self._support, self._support_stats)
+        z = (terms - self._term_mean) / self._term_scale
+        maps = upsample_and_blur(local_map, images.shape[-2:], self.config.blur_sigma)
+        extras = {**parts, **{f"z_{name}": z[:, i] for i, name in enumerate(TERMS)}}
+        return Prediction(scores=z.sum(dim=1), maps=maps, extras=extras)
+
+    def info(self) -> dict[str, Any]:
+        config = self.config
+        clip = config.clip_model is not None
+        tower = (f"open_clip {config.clip_model} ({config.clip_pretrained})" if clip
+                 else f"{config.backbone} (bundled backbone features; not a CLIP result)")
+        pretrained = self._context.features.pretrained if self._context is not None else None
+        return {
+            **asdict(config), "tower": tower, "text_part": clip, "random_weights": pretrained is False,
+            "windows": "token windows re-encoded by the tower" if clip else "average-pooled local features",
+            "grid": list(self._support.patches.shape[-2:]) if self._support is not None else None,
+            "parts": 0 if self._centroids is None else len(self._centroids), "held_out": self._held_out,
+            "term_mean": None if self._term_mean is None else [round(float(v), 6) for v in self._term_mean],
+            "term_scale": None if self._term_scale is None else [round(float(v), 6) for v in self._term_scale],
+        }
+
+
+@register(
+    "clip_logic",
+    config=ClipLogicConfig,
+    presets={"paper": ClipLogicConfig(),
+             "offline": ClipLogicConfig(clip_model=None, backbone="lite0")},
+    summary="WinCLIP+ (CLIP zero-/few-shot) plus global and part-statistics logical terms (offline: Lite0, no text)",
+)
+def create_clip_logic(config: ClipLogicConfig) -> ClipLogic:
+    return ClipLogic(config)

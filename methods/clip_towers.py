@@ -1,0 +1,243 @@
+"""open_clip towers for `clip_logic`: offline weight lookup, WinCLIP prompts, and patch / window embeddings.
+
+WinCLIP (Jeong et al., CVPR 2023) scores an image with a CLIP image tower and a prompt ensemble;
+its window embeddings re-encode the class token together with only the patch tokens inside each
+window (the other tokens are dropped from the sequence, which is what WinCLIP's token mask does).
+
+Weights are searched in one documented order, stopping at the first hit; nothing is downloaded:
+1. an explicit file (`--weights ViT-B-16-plus-240=PATH`);
+2. the Hugging Face hub cache (open_clip's `hf_hub` id of the model/tag, safetensors then .bin);
+3. open_clip's URL download cache (`~/.cache/clip/<file name of the release URL>`).
+If none holds a file, `WeightsMissing` (from `methods.backbones`) names each place searched and how
+to supply the file. The tokenizer is open_clip's bundled `SimpleTokenizer` (its BPE vocabulary ships
+in the wheel), so no hub call is made, as open_clip issue #968 warns can otherwise happen.
+Preprocessing (mean, std) comes from the pretrained tag's open_clip entry, never a default.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.backbones import WeightsMissing
+
+NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect",
+                 "{} without damage")  # WinCLIP: 7 normal states
+ANOMALOUS_STATES = ("damaged {}", "{} with flaw", "{} with defect", "{} with damage")  # WinCLIP: 4 anomalous states
+TEMPLATES = (  # WinCLIP-style templates (our wording of the paper's kind of list), 21 of them
+    "a cropped photo of the {}.", "a cropped photo of a {}.", "a close-up photo of a {}.",
+    "a close-up photo of the {}.", "a bright photo of a {}.", "a bright photo of the {}.",
+    "a dark photo of the {}.", "a dark photo of a {}.", "a jpeg corrupted photo of the {}.",
+    "a blurry photo of the {}.", "a blurry photo of a {}.", "a photo of a {}.", "a photo of the {}.",
+    "a photo of a small {}.", "a photo of the small {}.", "a photo of a large {}.", "a photo of the large {}.",
+    "a photo of the {} for visual inspection.", "a photo of a {} for visual inspection.",
+    "a photo of the {} for anomaly detection.", "a photo of a {} for anomaly detection.",
+)
+OPEN_CLIP_URL_CACHE = Path("~/.cache/clip")  # open_clip's download_pretrained_from_url default
+EXTRA_MODEL_CONFIGS: dict[str, dict] = {}  # name -> open_clip model config dict (tests register tiny models)
+
+
+def natural_name(category: str) -> str:
+    """The category's name as words: underscores become spaces (`pill_tray` -> `pill tray`)."""
+    return category.replace("_", " ").strip()
+
+
+def build_prompts(category: str) -> tuple[list[str], list[str]]:
+    """Normal and anomalous prompts: every state x template with the category's natural name."""
+    name = natural_name(category)
+    def expand(states: tuple[str, ...]) -> list[str]:
+        return [template.format(state.format(name)) for state in states for template in TEMPLATES]
+    return expand(NORMAL_STATES), expand(ANOMALOUS_STATES)
+
+
+@lru_cache(maxsize=None)
+def _tokenizer(context_length: int) -> open_clip.SimpleTokenizer:
+    return open_clip.SimpleTokenizer(context_length=context_length)  # bundled BPE vocabulary: no hub call
+
+
+# ------------------------------------------------------------------------------------------ weights
+def _hub_cache_files(hf_hub: str) -> tuple[str, list[str]]:
+    """open_clip's `hf_hub` entry 'org/repo/' or 'org/repo/file' -> repo id and candidate file names."""
+    org, repo, *rest = hf_hub.split("/")
+    filename = "/".join(rest)
+    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    return f"{org}/{repo}", names
+
+
+def resolve_clip_weights(model: str, tag: str, explicit: Path | None = None) -> Path:
+    """The weight file of an open_clip model/tag by the documented search order, or `WeightsMissing`."""
+    searched: list[str] = []
+    if explicit is not None:
+        if Path(explicit).is_file():
+            return Path(explicit)
+        searched.append(f"--weights {model}={explicit} (no such file)")
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, names = _hub_cache_files(cfg["hf_hub"])
+        for name in names:
+            found = try_to_load_from_cache(repo_id, name)
+            if isinstance(found, str):
+                return Path(found)
+        searched.append(f"Hugging Face hub cache ({repo_id}: {' or '.join(names)})")
+    if cfg.get("url"):
+        path = OPEN_CLIP_URL_CACHE.expanduser() / os.path.basename(cfg["url"])
+        if path.is_file():
+            return path
+        searched.append(f"open_clip download cache {path}")
+    if not cfg:
+        searched.append(f"open_clip knows no pretrained tag {tag!r} for {model!r}")
+    raise WeightsMissing(
+        f"CLIP tower {model!r} ({tag}): no weights found; searched {'; '.join(searched)}. "
+        f"Provide them with --weights {model}=PATH, place them in the hub cache, or run with --preset offline."
+    )
+
+
+def clip_preprocessing(model: str, tag: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std that come with the tag's weights (open_clip's pretrained entry, else the model config)."""
+    cfg = open_clip.get_pretrained_cfg(model, tag) or EXTRA_MODEL_CONFIGS.get(model, {})
+    if "mean" not in cfg:
+        raise KeyError(f"no preprocessing known for CLIP tower {model!r} ({tag})")
+    return tuple(cfg["mean"]), tuple(cfg["std"])
+
+
+def create_clip_model(model: str, tag: str, weights: Path | None, pretrained: bool) -> nn.Module:
+    """An open_clip CLIP model in eval mode: weights by the search order, or fixed random ones (seed 0)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # random towers do not depend on (or consume) the cell's RNG state
+        if model in EXTRA_MODEL_CONFIGS:
+            config = {k: v for k, v in EXTRA_MODEL_CONFIGS[model].items() if k not in ("mean", "std")}
+            clip = open_clip.CLIP(**config)
+        else:
+            clip = open_clip.create_model(model, pretrained=None)
+    if pretrained:
+        open_clip.load_checkpoint(clip, str(resolve_clip_weights(model, tag, weights)))
+    return clip.eval().requires_grad_(False)
+
+
+# ------------------------------------------------------------------------------------------ towers
+def window_indices(grid: tuple[int, int], scale: int) -> torch.Tensor:
+    """Token indices of every `scale` x `scale` window (stride 1) on a patch grid: [nh*nw, scale*scale]."""
+    h, w = grid
+    index = torch.arange(h * w).view(1, 1, h, w).float()
+    windows = F.unfold(index, kernel_size=scale)  # [1, scale*scale, nh*nw]
+    return windows[0].t().long()
+
+
+def harmonic_aggregation(window_scores: torch.Tensor, scale: int) -> torch.Tensor:
+    """Window scores [b,nh,nw] (stride 1) -> patch scores [b,nh+scale-1,nw+scale-1]: the harmonic mean
+    over the windows covering each patch."""
+    ones = torch.ones(1, 1, scale, scale, dtype=window_scores.dtype, device=window_scores.device)
+    inverse = 1.0 / window_scores.clamp_min(1e-6).unsqueeze(1)
+    covering = F.conv_transpose2d(torch.ones_like(inverse), ones)  # windows covering each patch
+    return (covering / F.conv_transpose2d(inverse, ones)).squeeze(1)
+
+
+class ClipTower(nn.Module):
+    """A frozen open_clip model: normalised text, global, patch and window embeddings of images in [0,1]."""
+
+    def __init__(self, clip: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], cache_size: int = 512) -> None:
+        super().__init__()
+        self.clip = clip
+        if getattr(clip.visual, "attn_pool", None) is not None or clip.visual.pool_type != "tok":
+            raise ValueError("window embeddings need a ViT image tower pooled by its class token")
+        self.image_size = tuple(clip.visual.image_size)
+        self.grid = tuple(clip.visual.grid_size)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [b,3,H,W] in [0,1] -> the tower's size (bicubic, antialiased) and normalisation."""
+        resized = F.interpolate(images, size=self.image_size, mode="bicubic", align_corners=False, antialias=True)
+        return (resized.clamp(0, 1) - self.mean) / self.std
+
+    @torch.no_grad()
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Normalised text embeddings [n,D]; sequences are cut after the longest prompt's end token
+        (exact under the causal mask: no token attends to later ones)."""
+        clip = self.clip
+        if getattr(clip, "attn_mask", None) is None or clip.text_pool_type != "argmax":
+            return F.normalize(clip.encode_text(tokens), dim=-1)
+        length = int(tokens.argmax(dim=1).max()) + 1  # the end token has the highest id
+        tokens = tokens[:, :length]
+        x = clip.token_embedding(tokens) + clip.positional_embedding[:length]
+        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:length, :length]))
+        x = x[torch.arange(len(tokens)), tokens.argmax(dim=1)]
+        projection = clip.text_projection
+        x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+        return F.normalize(x, dim=-1)
+
+    def class_embeddings(self, category: str) -> torch.Tensor:
+        """[2,D]: the normalised mean embedding of the normal and of the anomalous prompts (cached)."""
+        if category not in self._text_cache:
+            self._text_cache[category] = self._class_embeddings(category)
+        return self._text_cache[category]
+
+    def _class_embeddings(self, category: str) -> torch.Tensor:
+        tokenizer = _tokenizer(self.clip.context_length)
+        device = self.mean.device
+        rows = [F.normalize(self.encode_text(tokenizer(prompts).to(device)).mean(dim=0), dim=0)
+                for prompts in build_prompts(category)]
+        return torch.stack(rows)
+
+    def _tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Input tokens [b,1+N,width]: class token then patch tokens, with position embeddings, ln_pre."""
+        visual = self.clip.visual
+        x = visual.conv1(pixels).flatten(2).transpose(1, 2)  # [b, N, width]
+        cls = visual.class_embedding.view(1, 1, -1).expand(len(x), 1, -1)
+        return visual.ln_pre(torch.cat([cls, x], dim=1) + visual.positional_embedding)
+
+    def _project(self, tokens: torch.Tensor) -> torch.Tensor:
+        visual = self.clip.visual
+        return F.normalize(visual.ln_post(tokens) @ visual.proj, dim=-1)
+
+    def _windows(self, tokens: torch.Tensor, scale: int, chunk: int = 2048) -> torch.Tensor:
+        """Re-encode the class token with each window's patch tokens: [b,nh,nw,D]."""
+        index = window_indices(self.grid, scale).to(tokens.device) + 1  # +1 skips the class token
+        b, n_windows = len(tokens), len(index)
+        sequences = torch.cat([tokens[:, :1].unsqueeze(1).expand(-1, n_windows, -1, -1), tokens[:, index]], dim=2)
+        sequences = sequences.flatten(0, 1)  # [b*n_windows, 1+scale*scale, width]
+        out = [self.clip.visual.transformer(sequences[i:i + chunk])[:, 0] for i in range(0, len(sequences), chunk)]
+        nh, nw = self.grid[0] - scale + 1, self.grid[1] - scale + 1
+        return self._project(torch.cat(out)).view(b, nh, nw, -1)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, scales: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """Global [b,D], patches [b,D,h,w] and one window map [b,D,nh,nw] per scale, all normalised;
+        cached per image content (test images recur across cells)."""
+        keys = [(scales, hashlib.blake2b(image.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).digest())
+                for image in images]
+        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        if missing:
+            tokens = self._tokens(self.preprocess(images[missing]))
+            encoded = self._project(self.clip.visual.transformer(tokens))  # [b, 1+N, D]
+            patches = encoded[:, 1:].transpose(1, 2).unflatten(2, self.grid)  # [b, D, h, w]
+            windows = [self._windows(tokens, s).permute(0, 3, 1, 2) for s in scales]
+            for row, i in enumerate(missing):
+                self._cache[keys[i]] = tuple(t[row] for t in (encoded[:, 0], patches, *windows))
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return tuple(torch.stack(parts) for parts in zip(*(self._cache[key] for key in keys)))
+
+
+_TOWERS: dict[tuple, ClipTower] = {}
+
+
+def get_tower(model: str, tag: str, weights: Path | None, pretrained: bool, device: torch.device) -> ClipTower:
+    """The tower for a model/tag/weights on a device, built once per process and shared by all cells."""
+    key = (model, tag, str(weights), pretrained, str(device))
+    if key not in _TOWERS:
+        mean, std = clip_preprocessing(model, tag)
+        _TOWERS[key] = ClipTower(create_clip_model(model, tag, weights, pretrained), mean, std).to(device)
+    return _TOWERS[key]

@@ -1,0 +1,147 @@
+"""Z-score fusion of registered methods: each member's scores standardised on held-out normals, then summed.
+
+The GCAD paper combines its branches this way; PUAD standardises with numpy mean/std (ddof 0), as
+here. Under the few-shot rules the normal statistics come only from the k support images:
+- `holdout=auto` (default): training-free members (PatchCore, clip_logic) use leave-one-out — refit
+  on k-1 supports, score the held-out one, in turn; trained members (SimpleNet, GCAD, RegAD) score
+  augmented views of the supports with the member fitted in the cell (cheap; the views are close to
+  what the member trained on, so its statistics are optimistic — measured in BENCHMARKS.md).
+- `holdout=loo` / `refit`: leave-one-out refits for every member; `holdout=augment`: views for all.
+- k = 1 always uses augmented views (nothing to leave out).
+The members are the instances the runner fitted in the same cell (`FitContext.fitted`): fusion never
+refits a member to score the test set. A member with constant held-out scores gets std 1 (no
+division by zero). Maps are fused when every member has them; each map is standardised by the
+member's held-out map pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+
+from methods.augment import AugmentConfig, augmented_views
+from methods.base import FitContext, Method, Prediction
+from methods.registry import get_entry, parse_spec, register
+
+HOLDOUTS = ("auto", "loo", "refit", "augment")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    members: tuple[str, ...] = ()  # variant specs or method names; empty = every member fitted in the cell
+    weights: tuple[float, ...] = ()  # empty = equal weights (our default; no tuning on real test sets)
+    holdout: str = "auto"  # auto | loo | refit | augment (see the module docstring)
+    views: int = 4  # augmented views per support image (statistics for trained members, and k = 1)
+    fuse_maps: bool = True
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    """Mean and std (ddof 0) of a member's scores on held-out normal images."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, values: torch.Tensor) -> "Standardiser":
+        values = values.double().flatten()
+        mean, std = float(values.mean()), float(values.std(unbiased=False)) if values.numel() > 1 else 0.0
+        floor = 1e-8 * max(1.0, abs(mean))
+        return cls(mean, std if std > floor else 1.0)  # constant scores: shift only
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        return (values - self.mean) / self.std
+
+
+class Fusion:
+    """Weighted sum of members' z-scored image scores (and maps)."""
+
+    name = "fusion"
+
+    def __init__(self, config: FusionConfig) -> None:
+        if config.holdout not in HOLDOUTS:
+            raise ValueError(f"fusion holdout {config.holdout!r}: choose one of {', '.join(HOLDOUTS)}")
+        self.config = config
+        self.members: dict[str, Method] = {}
+        self.score_stats: dict[str, Standardiser] = {}
+        self.map_stats: dict[str, Standardiser] = {}
+        self.holdout_used: dict[str, str] = {}
+
+    def _select_members(self, fitted: dict[str, Method]) -> dict[str, Method]:
+        candidates = {spec: m for spec, m in fitted.items() if not get_entry(parse_spec(spec)[0]).needs_fitted}
+        if not self.config.members:
+            chosen = candidates
+        else:
+            chosen = {}
+            for wanted in self.config.members:
+                matches = {s: m for s, m in candidates.items() if s == wanted or parse_spec(s)[0] == wanted}
+                if not matches:
+                    raise RuntimeError(f"fusion member {wanted!r} was not fitted in this cell; "
+                                       f"fitted: {', '.join(candidates) or 'none'} (add it to --methods)")
+                chosen.update(matches)
+        if not chosen:
+            raise RuntimeError("fusion has no fitted member in this cell")
+        if self.config.weights and len(self.config.weights) != len(chosen):
+            raise RuntimeError(f"fusion weights has {len(self.config.weights)} values for {len(chosen)} members")
+        return chosen
+
+    def _holdout_predictions(self, spec: str, member: Method, support: torch.Tensor, category: str,
+                             context: FitContext) -> tuple[str, Prediction]:
+        """Predictions of the member on normal images it did not fit on (held-out supports or views)."""
+        entry = get_entry(parse_spec(spec)[0])
+        mode = self.config.holdout
+        if mode == "auto":
+            mode = "augment" if entry.trains else "loo"
+        if len(support) == 1 or mode == "augment":
+            views = augmented_views(support, self.config.views, AugmentConfig(), context.generator)
+            return "augment", member.predict(views)
+        parts = []
+        inner = replace(context, fitted={})
+        for held_out in range(len(support)):  # refit on k-1 supports, score the one left out
+            rest = torch.cat([support[:held_out], support[held_out + 1:]])
+            fresh = entry.factory(member.config)
+            fresh.fit(rest, category=category, context=inner)
+            parts.append(fresh.predict(support[held_out:held_out + 1]))
+        maps = None if parts[0].maps is None else torch.cat([p.maps for p in parts])
+        return "leave-one-out", Prediction(torch.cat([p.scores for p in parts]), maps)
+
+    def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
+        self.members = self._select_members(dict(context.fitted))
+        with torch.no_grad():
+            for spec, member in self.members.items():
+                self.holdout_used[spec], held = self._holdout_predictions(spec, member, support, category, context)
+                self.score_stats[spec] = Standardiser.fit(held.scores)
+                if held.maps is not None:
+                    self.map_stats[spec] = Standardiser.fit(held.maps)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        weights = self.config.weights or (1.0,) * len(self.members)
+        score = torch.zeros(len(images), device=images.device)
+        fuse_maps = self.config.fuse_maps and len(self.map_stats) == len(self.members)
+        fused_map = None
+        extras = {}
+        for weight, (spec, member) in zip(weights, self.members.items()):
+            prediction = member.predict(images)
+            z = self.score_stats[spec](prediction.scores.float())
+            extras[f"z_{spec}"] = z
+            score = score + weight * z
+            if fuse_maps and prediction.maps is not None:
+                z_map = self.map_stats[spec](prediction.maps.float())
+                fused_map = weight * z_map if fused_map is None else fused_map + weight * z_map
+        return Prediction(scores=score, maps=fused_map, extras=extras)
+
+    def info(self) -> dict[str, Any]:
+        return {**asdict(self.config), "fused": list(self.members), "holdout_used": self.holdout_used,
+                "stats": {s: asdict(v) for s, v in self.score_stats.items()}}
+
+
+@register(
+    "fusion",
+    config=FusionConfig,
+    presets={"paper": FusionConfig(), "offline": FusionConfig()},
+    summary="z-score fusion of the other methods fitted in the cell (statistics from the support set only)",
+    needs_fitted=True,
+)
+def create_fusion(config: FusionConfig) -> Fusion:
+    return Fusion(config)

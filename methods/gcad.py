@@ -1,0 +1,317 @@
+"""GCAD: a local branch for structural anomalies and a bottlenecked global branch for logical ones.
+
+Bergmann et al., "Beyond Dents and Scratches: Logical Constraints in Unsupervised Anomaly Detection and
+Localization", IJCV 2022 (doi 10.1007/s11263-022-01578-9); no official code. A local regressor R_loc with a
+restricted receptive field regresses a frozen dense descriptor E_loc; an encoder E_glo squeezes the image
+through a g = 32 bottleneck into a d_glo = 10 map that a head U must turn back into E_loc (L_kd), and an
+unconstrained U-Net-like R_glo regresses E_glo. A = sum of the two z-normalised squared-error maps; image
+score = max of A, with each branch's max in `extras` ("local", "global").
+
+Differences from REFERENCE.md §3, and why:
+- E_loc (`local_encoder`): "grid" (offline default; the seed project's variant) = backbone levels 2+3,
+  3x3-averaged, on a grid of stride `grid_stride` (8 -> 32x32 at 256 px; the seed used 16x16 cells, set
+  `grid_stride=16`; we pool dense features over each cell instead of feeding each cell to the backbone),
+  channels reduced to d_loc by adaptive average pooling over channels (as PatchCore's official projection:
+  fixed, not learned, no randomness) and standardised per channel on the training views. "distilled"
+  (paper preset) = a small FCN with receptive field 31 px (paper: p = 17 and 33, two nets averaged; one
+  net here for time) distilled from that teacher map per cell, on augmented views of the support set only
+  (the paper distils on ImageNet; other images would break the few-shot rule). Nothing is cached across
+  cells: everything depends on the support set. Its receptive field is local, the grid features' is not.
+- Architecture sizes are ours (gcad_modules.py). L_glo regresses a detached E_glo output, so E_glo cannot
+  shrink its map to make L_glo small; E_glo is trained by L_kd only.
+- `offline` trains with lr 3e-3 for 150 steps (paper: lr 1e-4, far more steps): the CPU budget is ~10 s
+  per cell. Training uses a pool of `train_views` views (the support images plus augmented draws).
+- Augmentation: rotation up to 3 degrees (reflection padding), brightness/contrast jitter (never hue or
+  saturation: colours carry logical rules), flips only in `flip_categories` (a flip swaps slots in
+  part_slots or breakfast_box, which would teach a logical anomaly as normal).
+- mu, sigma: scalar mean/std of each branch's grid map over `stat_views` fresh augmented views of the
+  support set, scored by the final model after training. They are other draws than the training views
+  but of the same images, so the statistics are somewhat optimistic; hold-out of support images would
+  need k extra trainings. No test or validation image is ever used.
+- Maps are upsampled bilinearly and blurred (sigma 4, as the other methods) before the max.
+- `regressor=seed`: both regressors are the seed project's skip-decay decoder (their R_loc had no
+  receptive-field restriction either); skip weights go 1 -> 0 over the first fifth of training.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.backbones import select_levels
+from methods.base import FitContext, Prediction
+from methods.common import aggregate_local, upsample_and_blur
+from methods.gcad_modules import (DistillationHead, GlobalEncoder, LocalRegressor, SkipDecayRegressor, UNetRegressor,
+                                  local_receptive_field, normalise_images)
+from methods.registry import register
+
+LOCAL_ENCODERS = ("grid", "distilled")
+REGRESSORS = ("paper", "seed")
+
+
+@dataclass(frozen=True)
+class GCADConfig:
+    # local descriptor E_loc
+    local_encoder: str = "distilled"  # paper: distilled dense descriptor; "grid": seed project (backbone grid features)
+    teacher: str = "resnet18"  # paper: ImageNet ResNet-18 teaches the distilled descriptor
+    backbone: str = "wide_resnet50_2"  # seed project: WideResNet-50-2 features for local_encoder="grid"
+    levels: tuple[int, ...] = (2, 3)  # our choice (as PatchCore / SimpleNet): ResNet layer2 + layer3
+    grid_stride: int = 8  # our choice: pixels per E_loc cell (32x32 at 256 px); seed project: 16 (16x16 cells)
+    d_loc: int = 128  # paper
+    d_glo: int = 10  # paper
+    bottleneck: int = 32  # paper: g = 32
+    # networks (widths: our choice, sized for the CPU budget)
+    regressor: str = "paper"  # paper: R_loc restricted + U-Net R_glo; "seed": seed project's skip-decay decoders
+    local_width: int = 64  # our choice: R_loc channels (16, 32, 64 strided, then 128)
+    descriptor_width: int = 64  # our choice: distilled E_loc channels
+    global_width: int = 64  # our choice: E_glo, U and R_glo channels
+    skip_decay_fraction: float = 0.2  # seed project: skip weights 1 -> 0 over the first fifth of training
+    # training
+    steps: int = 2000  # our choice (paper trains much longer on full training sets)
+    distill_steps: int = 1000  # our choice (paper distils on ImageNet)
+    batch_size: int = 8  # our choice
+    lr: float = 1e-4  # paper: Adam 1e-4
+    weight_decay: float = 1e-5  # paper
+    train_views: int = 64  # our choice: support images + augmented views trained on
+    stat_views: int = 16  # our choice: fresh augmented views for mu, sigma (never trained on)
+    # augmentation (paper: flips / a few degrees / colour jitter where the category allows)
+    max_rotation: float = 3.0  # paper: "a few degrees"
+    brightness: float = 0.1  # our choice: relative gain range
+    contrast: float = 0.1  # our choice
+    flip_categories: tuple[str, ...] = ("pill_tray", "pushpins", "screw_bag")  # our choice: flips keep their rules
+    blur_sigma: float = 4.0  # our choice, as the other methods
+
+    @property
+    def backbones(self) -> tuple[str, ...]:
+        """The one backbone whose weights this config needs (pre-flight)."""
+        return (self.teacher,) if self.local_encoder == "distilled" else (self.backbone,)
+
+
+def augment(images: torch.Tensor, count: int, generator: torch.Generator, *, flips: bool, max_rotation: float,
+            brightness: float, contrast: float) -> torch.Tensor:
+    """`count` augmented views [count,3,H,W] of images [k,3,H,W] in [0,1], cycling through the images."""
+    n = count
+    source = images[torch.arange(n) % len(images)]
+    angles = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(max_rotation)
+    gains = 1 + (torch.rand(n, generator=generator) * 2 - 1) * brightness
+    contrasts = 1 + (torch.rand(n, generator=generator) * 2 - 1) * contrast
+    flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flips else torch.ones(n)
+    flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flips else torch.ones(n)
+    cos, sin, zero = angles.cos(), angles.sin(), torch.zeros(n)
+    theta = torch.stack([torch.stack([cos * flip_x, -sin * flip_y, zero], 1),
+                         torch.stack([sin * flip_x, cos * flip_y, zero], 1)], 1)  # [n,2,3]
+    grid = F.affine_grid(theta.to(images), list(source.shape), align_corners=False)
+    views = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    mean = views.mean(dim=(1, 2, 3), keepdim=True)
+    views = ((views - mean) * contrasts.view(-1, 1, 1, 1).to(images) + mean) * gains.view(-1, 1, 1, 1).to(images)
+    return views.clamp(0, 1)
+
+
+def project_channels(features: torch.Tensor, channels: int) -> torch.Tensor:
+    """[b,C,h,w] -> [b,channels,h,w] by adaptive average pooling over the channel axis."""
+    b, c, h, w = features.shape
+    flat = features.permute(0, 2, 3, 1).reshape(-1, 1, c)  # [b*h*w, 1, C]
+    return F.adaptive_avg_pool1d(flat, channels).view(b, h, w, channels).permute(0, 3, 1, 2)
+
+
+def seed_skip_weight(step: int, steps: int, fraction: float) -> float:
+    """The seed project's skip weight at a training step: 1 at the start, linearly 0 by `fraction` of training."""
+    return max(0.0, 1.0 - step / max(1.0, fraction * steps))
+
+
+class GCAD:
+    """Local and global regression branches, z-normalised on augmented support views and summed."""
+
+    name = "gcad"
+
+    def __init__(self, config: GCADConfig) -> None:
+        if config.local_encoder not in LOCAL_ENCODERS:
+            raise ValueError(f"gcad: local_encoder={config.local_encoder!r}; choose one of {', '.join(LOCAL_ENCODERS)}")
+        if config.regressor not in REGRESSORS:
+            raise ValueError(f"gcad: regressor={config.regressor!r}; choose one of {', '.join(REGRESSORS)}")
+        if config.grid_stride < 4 or config.grid_stride & (config.grid_stride - 1):
+            raise ValueError(f"gcad: grid_stride={config.grid_stride} must be a power of two >= 4")
+        self.config = config
+        self.n_down = int(math.log2(config.grid_stride))
+        self._context: FitContext | None = None
+        self._facts: dict[str, Any] = {}
+        self.networks = self._build_networks()
+        self.register_stats(torch.zeros(config.d_loc), torch.ones(config.d_loc))
+        self.stats = torch.tensor([0.0, 1.0, 0.0, 1.0])  # mu_loc, sigma_loc, mu_glo, sigma_glo
+
+    def _build_networks(self) -> nn.ModuleDict:
+        c = self.config
+        if c.regressor == "paper":
+            local = LocalRegressor(c.d_loc, c.local_width, self.n_down)
+            glob = UNetRegressor(c.d_glo, c.global_width, self.n_down)
+        else:
+            local = SkipDecayRegressor(c.d_loc, c.local_width, self.n_down)
+            glob = SkipDecayRegressor(c.d_glo, c.global_width, self.n_down)
+        networks = nn.ModuleDict({"e_glo": GlobalEncoder(c.d_glo, c.bottleneck, c.global_width),
+                                  "u": DistillationHead(c.d_glo, c.d_loc, c.global_width),
+                                  "r_glo": glob, "r_loc": local})
+        if c.local_encoder == "distilled":
+            networks["descriptor"] = LocalRegressor(c.d_loc, c.descriptor_width, self.n_down)
+        return networks
+
+    def register_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-channel standardisation of the teacher / grid features, from the training views."""
+        self.feature_mean, self.feature_std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+
+    # ---- E_loc -------------------------------------------------------------------------------------------
+    def _grid_features(self, images: torch.Tensor, cache: bool) -> torch.Tensor:
+        """Backbone (or teacher) features on the E_loc grid, d_loc channels: [b,d_loc,H/stride,W/stride]."""
+        name = self.config.teacher if self.config.local_encoder == "distilled" else self.config.backbone
+        features = self._context.features
+        maps = features.get(name, images) if cache else features.compute(name, images)
+        local = aggregate_local(select_levels(maps, self.config.levels))  # [b,C,h2,w2] on level 2's grid
+        grid = (images.shape[-2] // self.config.grid_stride, images.shape[-1] // self.config.grid_stride)
+        if local.shape[-2:] != grid:
+            local = F.adaptive_avg_pool2d(local, grid)
+        return project_channels(local, self.config.d_loc)
+
+    def _standardised_targets(self, images: torch.Tensor, cache: bool) -> torch.Tensor:
+        return (self._grid_features(images, cache) - self.feature_mean) / self.feature_std
+
+    def _local_descriptor(self, images: torch.Tensor, cache: bool = True) -> torch.Tensor:
+        """E_loc(images): [b,d_loc,h,w]."""
+        if self.config.local_encoder == "distilled":
+            return self.networks["descriptor"](normalise_images(images))
+        return self._standardised_targets(images, cache)
+
+    # ---- fit ---------------------------------------------------------------------------------------------
+    def _views(self, support: torch.Tensor, count: int, category: str) -> torch.Tensor:
+        c = self.config
+        return augment(support, count, self._context.generator, flips=category in c.flip_categories,
+                       max_rotation=c.max_rotation, brightness=c.brightness, contrast=c.contrast)
+
+    def _optimizer(self, modules: list[nn.Module]) -> torch.optim.Optimizer:
+        params = [p for module in modules for p in module.parameters()]
+        return torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def _batches(self, n: int, steps: int) -> torch.Tensor:
+        """[steps, batch] indices into a pool of n views, drawn with the cell's generator."""
+        return torch.randint(n, (steps, min(self.config.batch_size, n)), generator=self._context.generator)
+
+    def _distil(self, views: torch.Tensor, targets: torch.Tensor) -> list[float]:
+        """Train the dense descriptor to regress the teacher's standardised grid features; then freeze it."""
+        descriptor = self.networks["descriptor"].train()
+        optimizer, losses = self._optimizer([descriptor]), []
+        for batch in self._batches(len(views), self.config.distill_steps).to(views.device):
+            loss = F.mse_loss(descriptor(normalise_images(views[batch])), targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        descriptor.eval().requires_grad_(False)
+        return losses
+
+    def _set_skip_weight(self, weight: float) -> None:
+        for module in self.networks.values():
+            if isinstance(module, SkipDecayRegressor):
+                module.skip_weight.fill_(weight)
+
+    def _losses(self, images: torch.Tensor, local_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L_kd, L_glo, L_loc, each a squared error divided by its depth (a mean over channels and cells)."""
+        x, nets = normalise_images(images), self.networks
+        global_map = nets["e_glo"](x, local_target.shape[-2:])
+        return {"kd": F.mse_loss(nets["u"](global_map), local_target),
+                "glo": F.mse_loss(nets["r_glo"](x), global_map.detach()),
+                "loc": F.mse_loss(nets["r_loc"](x), local_target)}
+
+    def _train(self, views: torch.Tensor, local_targets: torch.Tensor) -> list[float]:
+        """Joint training of E_glo, U, R_glo and R_loc on the training views; returns the loss per step."""
+        nets, steps = self.networks, self.config.steps
+        modules = [nets["e_glo"], nets["u"], nets["r_glo"], nets["r_loc"]]
+        for module in modules:
+            module.train()
+        optimizer, history = self._optimizer(modules), []
+        for step, batch in enumerate(self._batches(len(views), steps).to(views.device)):
+            self._set_skip_weight(seed_skip_weight(step, steps, self.config.skip_decay_fraction))
+            loss = sum(self._losses(views[batch], local_targets[batch]).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history.append(loss.item())
+        self._set_skip_weight(0.0)  # the seed project scores without skips
+        for module in modules:
+            module.eval().requires_grad_(False)
+        return history
+
+    def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
+        c, start = self.config, time.perf_counter()
+        self._context = context
+        self.networks = self._build_networks().to(context.device)
+        support = support.to(context.device)
+        views = torch.cat([support, self._views(support, max(0, c.train_views - len(support)), category)])
+        stat_views = self._views(support, c.stat_views, category)  # other draws than the training views
+        teacher = torch.cat([self._grid_features(support, cache=True), self._grid_features(views[len(support):], cache=False)])
+        self.register_stats(teacher.mean(dim=(0, 2, 3)), teacher.std(dim=(0, 2, 3)).clamp_min(1e-6))
+        teacher = (teacher - self.feature_mean) / self.feature_std
+        with torch.enable_grad():
+            distil_history = self._distil(views, teacher) if c.local_encoder == "distilled" else []
+            with torch.no_grad():
+                local_targets = teacher if c.local_encoder == "grid" else self._local_descriptor(views)
+            history = self._train(views, local_targets)
+        with torch.no_grad():
+            a_loc, a_glo = self._branch_maps(stat_views, cache=False)
+        self.stats = torch.stack([a_loc.mean(), a_loc.std().clamp_min(1e-8), a_glo.mean(), a_glo.std().clamp_min(1e-8)])
+        self._facts = self._fit_facts(len(support), len(views), history, distil_history, time.perf_counter() - start)
+
+    def _fit_facts(self, k: int, n_views: int, history: list[float], distil: list[float], seconds: float) -> dict[str, Any]:
+        c = self.config
+        tail = max(1, len(history) // 10)
+        facts = {"train_images": f"{k} support images + {n_views - k} augmented views",
+                 "normalisation": f"{c.stat_views} fresh augmented views of the support set, scored after training",
+                 "mu_sigma_loc_glo": [round(v, 6) for v in self.stats.tolist()],
+                 "loss_first": sum(history[:tail]) / tail, "loss_last": sum(history[-tail:]) / tail,
+                 "r_loc_receptive_field": local_receptive_field(self.n_down) if c.regressor == "paper" else "unrestricted",
+                 "local_encoder_backbone": c.backbones[0], "fit_internal_s": round(seconds, 3)}
+        if distil:
+            facts.update(distil_images="augmented views of the support set only", distil_steps_run=len(distil),
+                         distil_loss_first=distil[0], distil_loss_last=sum(distil[-tail:]) / len(distil[-tail:]))
+        return facts
+
+    # ---- predict -----------------------------------------------------------------------------------------
+    def _branch_maps(self, images: torch.Tensor, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw A_loc and A_glo on the grid: [b,h,w] each (squared errors averaged over channels)."""
+        nets, x = self.networks, normalise_images(images)
+        local = self._local_descriptor(images, cache)
+        global_map = nets["e_glo"](x, local.shape[-2:])
+        a_loc = (local - nets["r_loc"](x)).pow(2).mean(dim=1)
+        a_glo = (global_map - nets["r_glo"](x)).pow(2).mean(dim=1)
+        return a_loc, a_glo
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> Prediction:
+        a_loc, a_glo = self._branch_maps(images.to(self._context.device))
+        mu_loc, sigma_loc, mu_glo, sigma_glo = self.stats.tolist()
+        size = images.shape[-2:]
+        local = upsample_and_blur((a_loc - mu_loc) / sigma_loc, size, self.config.blur_sigma)  # [b,H,W]
+        glob = upsample_and_blur((a_glo - mu_glo) / sigma_glo, size, self.config.blur_sigma)
+        maps = local + glob
+        return Prediction(scores=maps.flatten(1).max(dim=1).values, maps=maps,
+                          extras={"local": local.flatten(1).max(dim=1).values, "global": glob.flatten(1).max(dim=1).values})
+
+    def info(self) -> dict[str, Any]:
+        return {**asdict(self.config), **self._facts}
+
+
+OFFLINE = GCADConfig(local_encoder="grid", teacher="lite0", backbone="lite0", steps=150, distill_steps=100, lr=3e-3,
+                     train_views=24, stat_views=12, local_width=32, descriptor_width=32, global_width=32)
+
+
+@register(
+    "gcad",
+    config=GCADConfig,
+    presets={"paper": GCADConfig(), "offline": OFFLINE},
+    summary="GCAD: local (restricted receptive field) and bottlenecked global regression branches, z-normalised",
+    trains=True,
+)
+def create_gcad(config: GCADConfig) -> GCAD:
+    return GCAD(config)

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from methods import create_method
+from methods.backbones import FeatureCache
+from methods.base import FitContext, Prediction
+from methods.fusion import Fusion, FusionConfig, Standardiser
+
+
+def _context(fitted=None):
+    return FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")),
+                      fitted=fitted or {})
+
+
+class Spy:
+    """A training-free member that records every image it scores; score = mean intensity (or a constant)."""
+
+    name = "patchcore"  # registered as training-free: fusion uses leave-one-out for it
+    config = None
+
+    def __init__(self, constant: float | None = None):
+        self.seen: list[torch.Tensor] = []
+        self.constant = constant
+
+    def fit(self, support, *, category, context):
+        pass
+
+    def predict(self, images):
+        self.seen.extend(images)
+        scores = images.mean(dim=(1, 2, 3)) if self.constant is None else torch.full((len(images),), self.constant)
+        return Prediction(scores=scores, maps=None)
+
+
+def test_statistics_come_from_the_support_set_only():
+    support = torch.rand(1, 3, 32, 32)
+    test = torch.rand(4, 3, 32, 32) + 5.0  # far outside the support's range
+    spy = Spy()
+    fusion = Fusion(FusionConfig())
+    fusion.fit(support, category="toy", context=_context({"patchcore": spy}))
+    stats = fusion.score_stats["patchcore"]
+    assert all(float(image.max()) <= 1.0 for image in spy.seen)  # only (views of) support images were scored
+    fusion.predict(test)
+    assert fusion.score_stats["patchcore"] == stats  # predicting the test set leaves the statistics alone
+    assert stats.mean < 1.0
+
+
+def test_constant_member_scores_do_not_divide_by_zero():
+    fusion = Fusion(FusionConfig())
+    fusion.fit(torch.rand(1, 3, 16, 16), category="toy", context=_context({"patchcore": Spy(constant=3.0)}))
+    z = fusion.predict(torch.rand(3, 3, 16, 16)).scores
+    assert torch.isfinite(z).all() and torch.allclose(z, torch.zeros(3))
+    assert Standardiser.fit(torch.full((5,), 2.0)).std == 1.0
+
+
+def test_leave_one_out_statistics_of_a_training_free_member():
+    torch.manual_seed(0)
+    support = torch.rand(3, 3, 64, 64)
+    member = create_method("patchcore", preset="offline")
+    context = _context()
+    member.fit(support, category="toy", context=context)
+    fusion = Fusion(FusionConfig())
+    fusion.fit(support, category="toy", context=_context({"patchcore": member}))
+    expected = []
+    for held_out in range(3):
+        fresh = create_method("patchcore", preset="offline")
+        fresh.fit(torch.cat([support[:held_out], support[held_out + 1:]]), category="toy", context=context)
+        expected.append(float(fresh.predict(support[held_out:held_out + 1]).scores))
+    assert fusion.holdout_used["patchcore"] == "leave-one-out"
+    assert fusion.score_stats["patchcore"].mean == pytest.approx(sum(expected) / 3, rel=1e-5)
+    prediction = fusion.predict(support[:2])
+    assert prediction.maps.shape == (2, 64, 64) and "z_patchcore" in prediction.extras
+
+
+def test_a_named_member_must_have_been_fitted():
+    fusion = Fusion(FusionConfig(members=("simplenet",)))
+    with pytest.raises(RuntimeError, match="member 'simplenet' was not fitted"):
+        fusion.fit(torch.rand(2, 3, 16, 16), category="toy", context=_context({"patchcore": Spy()}))
