@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("methods", help="list registered methods and the weights each preset needs")
 
+    package = commands.add_parser("package", help="bundle one method of a finished run for an evaluator")
+    package.add_argument("run_dir", type=Path)
+    package.add_argument("--method", required=True, help="the variant spec as in results.csv")
+    package.add_argument("--dist", type=Path, default=Path("dist"))
+
+    verify = commands.add_parser("verify", help="check a bundle's checksums and its entry point's scores")
+    verify.add_argument("archive", type=Path)
+
     synth = commands.add_parser("synth", help="write the procedural LOCO-like dataset")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--seed", type=int, default=0)
@@ -98,6 +106,19 @@ def main(argv: list[str] | None = None) -> int:
             return command_run(args, console)
         if args.command == "methods":
             return command_methods(console)
+        if args.command == "package":
+            from submission.packaging import package
+
+            console.print(f"bundle written: {package(args.run_dir, args.method, args.dist)}")
+            return 0
+        if args.command == "verify":
+            from submission.verify import verify
+
+            report = verify(args.archive)
+            console.print(f"verified {args.archive}: checksums ok; {report.cell}: bundle {report.bundle} vs run "
+                          f"{report.stored}; unseen image: bundle {report.fresh_bundle:.6f} vs installed "
+                          f"{report.fresh_installed:.6f}")
+            return 0
         return command_synth(args, console)
     except HarnessError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
