@@ -1,4 +1,4 @@
-"""Command line of the leaderboard package: `python -m leaderboard show RUN_DIR`."""
+"""Command line of the leaderboard package: `python -m leaderboard show|report RUN_DIR`, `compare RUN_A RUN_B`."""
 from __future__ import annotations
 
 import argparse
@@ -7,19 +7,29 @@ from pathlib import Path
 
 from rich.console import Console
 
-from leaderboard.show import show
+from leaderboard.compare import compare, print_comparison
+from leaderboard.show import show, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard")
     commands = parser.add_subparsers(dest="command", required=True)
-    show_parser = commands.add_parser("show", help="aggregate a run folder and print its leaderboard")
-    show_parser.add_argument("run_dir", type=Path)
+    commands.add_parser("show", help="aggregate a run folder and print its leaderboard").add_argument("run_dir", type=Path)
+    commands.add_parser("report", help="write report.md with figures").add_argument("run_dir", type=Path)
+    pair = commands.add_parser("compare", help="per-method differences between two runs (B − A)")
+    pair.add_argument("run_a", type=Path)
+    pair.add_argument("run_b", type=Path)
     args = parser.parse_args(argv)
+    console = Console() if sys.stdout.isatty() else Console(width=170)
     try:
-        show(args.run_dir, None if sys.stdout.isatty() else Console(width=170))
+        if args.command == "show":
+            show(args.run_dir, console)
+        elif args.command == "report":
+            console.print(f"written {write_report(args.run_dir)}")
+        else:
+            print_comparison(compare(args.run_a, args.run_b), console)
     except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        console.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
     return 0
 

@@ -60,9 +60,12 @@ def print_tables(board: pd.DataFrame, statuses: pd.DataFrame, console: Console |
         console.print(f"[yellow]{row['method']} ({row['preset']}): {row['cells']} cells {row['status']}[/yellow]")
 
 
-def markdown_report(board: pd.DataFrame, statuses: pd.DataFrame) -> str:
-    """report.md: the same tables as the terminal, in Markdown."""
-    lines = ["# Leaderboard", "", "Mean ± std (ddof=1) over seeds; `overall` averages categories within each seed.", ""]
+def markdown_report(board: pd.DataFrame, statuses: pd.DataFrame, figures: dict[str, str | None]) -> str:
+    """report.md: figures (relative paths, or a note where one could not be drawn), then the tables."""
+    lines = ["# Leaderboard", "", "Mean ± std (ddof=1) over seeds; `overall` averages categories within each seed. "
+             "The numbers are those of `leaderboard.csv`.", ""]
+    for title, figure in figures.items():
+        lines += [f"## {title}", "", f"![{title}]({figure})" if figure and figure.endswith(".png") else f"_{figure}_", ""]
     categories = [c for c in board["category"].unique() if c != OVERALL]
     for category in ([OVERALL] if len(categories) > 1 else []) + categories:
         header, rows = table_rows(board, category)
@@ -74,32 +77,3 @@ def markdown_report(board: pd.DataFrame, statuses: pd.DataFrame) -> str:
         lines += ["## Cells that did not run", ""]
         lines += [f"- {r['method']} ({r['preset']}): {r['cells']} cells {r['status']}" for _, r in bad.iterrows()]
     return "\n".join(lines) + "\n"
-
-
-def plot_f1_vs_k(board: pd.DataFrame, path: Path) -> Path | None:
-    """F1-max vs k per method (overall or the only category), with seed std as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    categories = [c for c in board["category"].unique() if c != OVERALL]
-    category = OVERALL if len(categories) > 1 else (categories[0] if categories else None)
-    rows = board[(board["category"] == category) & (board["k"] != "all")]
-    if rows.empty:
-        return None
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for (method, preset), group in rows.groupby(["method", "preset"]):
-        ks = group["k"].astype(int)
-        axis.errorbar(ks, group["f1_max"], yerr=group["f1_max_std"].fillna(0), marker="o", capsize=3,
-                      label=f"{method} ({preset})")
-    axis.set_xlabel("k (support images)")
-    axis.set_ylabel("image F1-max")
-    axis.set_title(f"F1-max vs k — {category}")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path

@@ -1,0 +1,34 @@
+"""`python -m leaderboard compare RUN_A RUN_B`: per-method differences (B − A) of the aggregated metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from leaderboard.aggregate import aggregate, read_results
+
+COMPARED = ("f1_max", "image_auroc", "image_auroc_logical", "image_auroc_structural", "pixel_auroc", "auspro_0.05")
+KEY = ["method", "preset", "category", "k"]
+
+
+def compare(run_a: Path, run_b: Path) -> pd.DataFrame:
+    """Rows present in both runs' leaderboards, with A, B and B − A per compared metric."""
+    a, b = (aggregate(read_results(Path(r))) for r in (run_a, run_b))
+    a, b = a[a["k"] != "all"], b[b["k"] != "all"]
+    joined = a[KEY + list(COMPARED)].merge(b[KEY + list(COMPARED)], on=KEY, suffixes=("_a", "_b"))
+    for metric in COMPARED:
+        joined[f"{metric}_diff"] = joined[f"{metric}_b"] - joined[f"{metric}_a"]
+    return joined
+
+
+def print_comparison(table: pd.DataFrame, console: Console) -> None:
+    """One rich table: B − A per metric, signed, per (method, preset, category, k)."""
+    view = Table(title="B − A (mean over seeds)", title_justify="left")
+    for name in [*KEY, *COMPARED]:
+        view.add_column(name, justify="left" if name in KEY[:3] else "right")
+    for _, row in table.iterrows():
+        cells = ["–" if pd.isna(row[f"{m}_diff"]) else f"{row[f'{m}_diff']:+.3f}" for m in COMPARED]
+        view.add_row(*(str(row[c]) for c in KEY), *cells)
+    console.print(view)
