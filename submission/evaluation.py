@@ -58,19 +58,6 @@ def _mask(mask: Any, amap: np.ndarray, name: str) -> np.ndarray:
     return k
 
 
-def _argsort_descending(scores: np.ndarray) -> np.ndarray:
-    """Indices that sort scores in descending order (ties in any order).
-
-    Packs an order-preserving 32-bit key of each float32 score with its index into one uint64 and
-    sorts values only: about twice as fast as np.argsort on the tens of millions of pixels of a
-    full-resolution LOCO category."""
-    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    ascending = np.where(bits >> 31 == 1, ~bits & 0xFFFFFFFF, bits | 0x80000000)
-    packed = ((0xFFFFFFFF - ascending) << 32) | np.arange(scores.size, dtype=np.uint64)
-    packed.sort()
-    return (packed & 0xFFFFFFFF).astype(np.int64)
-
-
 def image_auroc(labels: Any, scores: Any) -> float | None:
     """Image-level ROC AUC. labels [N] (nonzero = anomalous), scores [N]; None if one class."""
     y, s = _binary_inputs(labels, scores)
@@ -100,40 +87,52 @@ def pixel_auroc(masks: Sequence[Any], maps: Sequence[Any]) -> float | None:
     if y.all() or not y.any():
         return None
     s = np.concatenate([m.ravel() for _, m in pairs])
-    # the ROC curve over every distinct threshold (ties resolved at the end of each run of equal
-    # scores), integrated by trapezoids: equal to roc_auc_score, without its float64 copy and stable sort
-    order = _argsort_descending(s)
-    s_sorted, positive = s[order], y[order]
-    last = np.flatnonzero(np.append(s_sorted[1:] != s_sorted[:-1], True))
-    tpr = np.concatenate([[0.0], np.cumsum(positive)[last] / positive.sum()])
-    fpr = np.concatenate([[0.0], np.cumsum(~positive)[last] / (~positive).sum()])
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    # Mann-Whitney: AUROC = P(positive > negative) + P(tie) / 2, counted by binary search of every
+    # positive score in the sorted negatives; a value-only sort is several times faster than an argsort
+    # on the tens of millions of pixels of a full-resolution LOCO category. Equal to roc_auc_score.
+    negatives = np.sort(s[~y])
+    positives = np.sort(s[y])
+    below = np.searchsorted(negatives, positives, side="left").astype(np.float64)
+    not_above = np.searchsorted(negatives, positives, side="right").astype(np.float64)
+    return float((below.sum() + 0.5 * (not_above - below).sum()) / (positives.size * negatives.size))
 
-
-def _overlap_curve(normal: np.ndarray, regions: list[tuple[np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (FPR, mean saturated overlap) curve over every distinct score threshold.
+def _overlap_curve(normal: np.ndarray, regions: list[tuple[np.ndarray, float]],
+                   max_fpr: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (FPR, mean saturated overlap) curve up to `max_fpr`, for trapezoidal integration.
 
     normal: scores of normal pixels; regions: (pixel scores, saturation area s) with
-    overlap(t) = min(1, #{score >= t} / s).  Each region pixel of within-region rank k
-    contributes min(1, k/s) - min(1, (k-1)/s); ties are resolved by evaluating only at
-    the end of each run of equal scores, so the within-run order is irrelevant."""
+    overlap(t) = min(1, #{score >= t} / s). Each region pixel of within-region rank k contributes
+    min(1, k/s) - min(1, (k-1)/s). The FPR only changes at normal pixels' scores, and between two of
+    them the curve is vertical (no area), so the curve is read at each distinct normal score v: the
+    point (FPR above v, overlap counting scores > v), then (FPR at v, overlap counting scores >= v).
+    This matches evaluating every distinct threshold and needs only a value sort of the normals."""
     n_reg = len(regions)
-    scores, incs = [normal], [np.zeros(normal.size)]
+    scores, incs = [], []
     for rs, sat in regions:
         rs = np.sort(rs)[::-1]
         incs.append(np.diff(np.minimum(1.0, np.arange(rs.size + 1) / sat)) / n_reg)
         scores.append(rs)
-    all_s, inc = np.concatenate(scores), np.concatenate(incs)
-    is_normal = np.zeros(all_s.size, dtype=bool)
-    is_normal[: normal.size] = True
-    order = _argsort_descending(all_s)  # ties need no stable order: read at run ends
-    s_sorted = all_s[order]
-    last = np.flatnonzero(np.append(s_sorted[1:] != s_sorted[:-1], True))
-    fpr = np.cumsum(is_normal[order])[last] / normal.size
-    pro = np.clip(np.cumsum(inc[order])[last], 0.0, 1.0)
-    pro[-1] = 1.0  # every region is fully covered at the lowest threshold
-    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], pro])
+    region_scores = np.concatenate(scores)
+    order = np.argsort(region_scores)  # ascending; region pixels are few next to the normal pixels
+    region_sorted = region_scores[order]
+    overlap_below = np.concatenate([[0.0], np.cumsum(np.concatenate(incs)[order])])  # overlap of scores < x
+    total = overlap_below[-1]
 
+    normal_sorted = np.sort(normal)[::-1]  # descending
+    keep = min(normal_sorted.size, int(np.ceil(max_fpr * normal_sorted.size)) + 1)
+    keep = int(np.searchsorted(-normal_sorted, -normal_sorted[keep - 1], side="right"))  # whole run of ties
+    top = normal_sorted[:keep]
+    last = np.flatnonzero(np.append(top[1:] != top[:-1], True))  # last index of each run of equal scores
+    values = top[last]
+    fpr_at = (last + 1) / normal.size
+    fpr_above = np.concatenate([[0.0], fpr_at[:-1]])
+    strict = total - overlap_below[np.searchsorted(region_sorted, values, side="right")]
+    at_or_above = total - overlap_below[np.searchsorted(region_sorted, values, side="left")]
+    fpr = np.concatenate([[0.0], np.column_stack([fpr_above, fpr_at]).ravel()])
+    pro = np.clip(np.concatenate([[0.0], np.column_stack([strict, at_or_above]).ravel()]), 0.0, 1.0)
+    if fpr[-1] >= 1.0:
+        fpr, pro = np.append(fpr, 1.0), np.append(pro, 1.0)  # every region is covered at the lowest threshold
+    return fpr, pro
 
 def _area_up_to(fpr: np.ndarray, pro: np.ndarray, limit: float) -> float:
     """Trapezoid area under pro(fpr) on [0, limit], interpolated at limit, / limit."""
@@ -173,7 +172,7 @@ def aupro(masks: Sequence[Any], maps: Sequence[Any], fpr_limit: float = 0.3) -> 
     normal_s = np.concatenate(normal)
     if not regions or normal_s.size == 0:
         return None
-    return _area_up_to(*_overlap_curve(normal_s, regions), limit)
+    return _area_up_to(*_overlap_curve(normal_s, regions, limit), limit)
 
 
 def auspro(gt_masks: Sequence[Sequence[Any]], maps: Sequence[Any],
@@ -212,7 +211,7 @@ def auspro(gt_masks: Sequence[Sequence[Any]], maps: Sequence[Any],
     normal_s = np.concatenate(normal)
     if not regions or normal_s.size == 0:
         return {lim: None for lim in limits}
-    fpr, spro = _overlap_curve(normal_s, regions)
+    fpr, spro = _overlap_curve(normal_s, regions, max(limits))
     return {lim: _area_up_to(fpr, spro, lim) for lim in limits}
 
 
