@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean image-test
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,3 +24,6 @@ bench: install  ## time the default run and write BENCHMARKS.md figures
 
 clean:
 	rm -rf $(VENV) runs dist
+
+image-test:  ## build the Dockerfile with podman on a debootstrapped base and run it (downloads a CUDA torch; not in CI)
+	bash bench/image_test.sh

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds the real Dockerfile with podman/buildah (no Docker engine here) on a debootstrapped Debian
+# bookworm base, then runs `python -m submission methods` and a tiny run inside the container, and
+# prints the timings. Needs root, Debian's podman buildah debootstrap runc, and network access to
+# PyPI (the image installs a CUDA torch: gigabytes). Kept out of .ci/run. Usage: make image-test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${IMAGE_TEST_DIR:-/tmp/fewshot-image-test}
+base=localhost/fewshot-base:bookworm
+mkdir -p "$work/storage" "$work/runroot" "$work/out"
+cat > "$work/storage.conf" <<CONF
+[storage]
+driver = "vfs"
+graphroot = "$work/storage"
+runroot = "$work/runroot"
+CONF
+export CONTAINERS_STORAGE_CONF="$work/storage.conf"
+podman=(podman --runtime runc --cgroup-manager cgroupfs --events-backend none)
+limits=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
+
+now() { date +%s.%N; }
+t0=$(now)
+if ! "${podman[@]}" image exists "$base"; then
+    rm -rf "$work/rootfs"
+    debootstrap --variant=minbase bookworm "$work/rootfs" http://deb.debian.org/debian >/dev/null
+    cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
+    mkdir -p "$work/rootfs/etc/pip" && printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$work/rootfs/etc/pip.conf"
+    tar -C "$work/rootfs" -c . | "${podman[@]}" import - "$base" >/dev/null
+fi
+t1=$(now)
+"${podman[@]}" build --network host "${limits[@]}" --build-arg BASE_IMAGE="$base" -t localhost/fewshot-ad:test . 
+t2=$(now)
+"${podman[@]}" run --rm --network none "${limits[@]}" localhost/fewshot-ad:test methods
+t3=$(now)
+chmod 777 "$work/out"
+"${podman[@]}" run --rm --network none "${limits[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test \
+    run --shots 1 --seeds 42 --methods patchcore --image-size 64 --out /runs/tiny
+t4=$(now)
+size=$("${podman[@]}" image inspect localhost/fewshot-ad:test --format '{{.Size}}')
+printf '| step | seconds |\n|---|---|\n| base image (debootstrap + import) | %.0f |\n| build | %.0f |\n| `methods` in the container | %.1f |\n| tiny run in the container (patchcore, 64 px, k=1, 1 seed, dataset generated) | %.1f |\n\nimage size: %.2f GB\n' \
+    "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$(echo "$t3 - $t2" | bc)" "$(echo "$t4 - $t3" | bc)" "$(echo "$size / 1000000000" | bc -l)"
