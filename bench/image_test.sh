@@ -38,4 +38,4 @@ chmod 777 "$work/out"
 t4=$(now)
 size=$("${podman[@]}" image inspect localhost/fewshot-ad:test --format '{{.Size}}')
 printf '| step | seconds |\n|---|---|\n| base image (debootstrap + import) | %.0f |\n| build | %.0f |\n| `methods` in the container | %.1f |\n| tiny run in the container (patchcore, 64 px, k=1, 1 seed, dataset generated) | %.1f |\n\nimage size: %.2f GB\n' \
-    "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" "$(echo "$t3 - $t2" | bc)" "$(echo "$t4 - $t3" | bc)" "$(echo "$size / 1000000000" | bc -l)"
+    "$(awk "BEGIN{print $t1 - $t0}")" "$(awk "BEGIN{print $t2 - $t1}")" "$(awk "BEGIN{print $t3 - $t2}")" "$(awk "BEGIN{print $t4 - $t3}")" "$(awk "BEGIN{print $size / 1e9}")"
