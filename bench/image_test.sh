@@ -23,7 +23,10 @@ t0=$(now)
 if ! "${podman[@]}" image exists "$base"; then
     rm -rf "$work/rootfs"
     debootstrap --variant=minbase bookworm "$work/rootfs" http://deb.debian.org/debian >/dev/null
-    mkdir -p "$work/rootfs/etc/ssl/certs" && cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
+    # the host CA bundle (this network inspects TLS): kept when the image installs ca-certificates
+    mkdir -p "$work/rootfs/etc/ssl/certs" "$work/rootfs/usr/local/share/ca-certificates"
+    cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
+    cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/usr/local/share/ca-certificates/host-bundle.crt"
     mkdir -p "$work/rootfs/etc/pip" && printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$work/rootfs/etc/pip.conf"
     tar -C "$work/rootfs" -c . | "${podman[@]}" import - "$base" >/dev/null
 fi
