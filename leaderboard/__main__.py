@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from leaderboard.compare import compare, print_comparison
+from leaderboard.merge import merge
 from leaderboard.show import show, write_report
 
 
@@ -19,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     pair = commands.add_parser("compare", help="per-method differences between two runs (B − A)")
     pair.add_argument("run_a", type=Path)
     pair.add_argument("run_b", type=Path)
+    merging = commands.add_parser("merge", help="merge shard run folders into one")
+    merging.add_argument("out", type=Path)
+    merging.add_argument("runs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=170)
     try:
@@ -26,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
             show(args.run_dir, console)
         elif args.command == "report":
             console.print(f"written {write_report(args.run_dir)}")
+        elif args.command == "merge":
+            show(merge(args.out, args.runs), console)
         else:
             print_comparison(compare(args.run_a, args.run_b), console)
     except (FileNotFoundError, ValueError) as error:

@@ -19,6 +19,13 @@ def _weights_pair(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/n with 0 <= i < n")
+    return int(index), int(count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m submission", description="Few-shot anomaly detection harness")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="the run folder (default: runs/<timestamp>)")
     run.add_argument("--save-maps", action="store_true", help="write float32 TIFF maps in the LOCO evaluator's layout")
     run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--shard", type=_shard, help="i/n: run every n-th cell starting at i (merge with leaderboard merge)")
 
     commands.add_parser("methods", help="list registered methods and the weights each preset needs")
 
@@ -69,7 +77,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         data=args.data, format=args.format, categories=tuple(args.categories), shots=tuple(args.shots),
         seeds=tuple(args.seeds), methods=tuple(args.methods), preset=args.preset, weights=dict(args.weights),
         image_size=args.image_size, device=args.device, out=args.out, save_maps=args.save_maps,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, shard=args.shard,
     )
     run_dir = run(config, console)
     show(run_dir, console)

@@ -31,6 +31,7 @@ class RunConfig:
     save_maps: bool = False
     batch_size: int = 16
     pretrained: bool = True  # False: random backbone weights (tests only)
+    shard: tuple[int, int] | None = None  # (i, n): run only cells i, i+n, i+2n, ... of the grid
 
     @property
     def resolved_preset(self) -> str:

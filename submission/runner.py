@@ -147,6 +147,9 @@ class Runner:
         done = self.folder.finished_cells()
         store = ImageStore(self.config.image_size)
         cells = [(c, k, s) for c in categories for k in self.config.shots for s in self.config.seeds]
+        if self.config.shard is not None:  # a job scheduler runs shards on many machines, then merges them
+            index, count = self.config.shard
+            cells = cells[index::count]
         total = len(cells) * len(variants)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=self.console, transient=False) as progress:

@@ -47,3 +47,15 @@ def test_report_without_maps_says_so(tiny_loco, tmp_path):
 def test_compare_cli(run_dir, capsys):
     assert main(["compare", str(run_dir), str(run_dir)]) == 0
     assert "+0.000" in capsys.readouterr().out
+
+
+def test_shards_merge_into_the_whole_grid(tiny_loco, tmp_path):
+    common = dict(data=tiny_loco, categories=("pill_tray",), shots=(1, 2), seeds=(42, 0), methods=("patchcore",),
+                  preset="offline", image_size=64)
+    whole = run(RunConfig(**common, out=tmp_path / "whole"))
+    shards = [run(RunConfig(**common, out=tmp_path / f"shard{i}", shard=(i, 3))) for i in range(3)]
+    assert main(["merge", str(tmp_path / "merged"), *map(str, shards)]) == 0
+    merged = pd.read_csv(tmp_path / "merged" / "results.csv").sort_values(["k", "seed"]).reset_index(drop=True)
+    expected = pd.read_csv(whole / "results.csv").sort_values(["k", "seed"]).reset_index(drop=True)
+    assert len(merged) == 4
+    pd.testing.assert_series_equal(merged["f1_max"], expected["f1_max"])
