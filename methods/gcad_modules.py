@@ -1,8 +1,9 @@
 """The networks of GCAD (methods/gcad.py): local regressor / distilled descriptor, bottlenecked global
 encoder E_glo, distillation head U, the paper's U-Net-like R_glo and the seed project's skip-decay regressor.
 
-Every network takes images normalised by `normalise_images` and returns maps on the E_loc grid,
-which has stride 2**n_down pixels (n_down = 3: a 32x32 grid at 256 px). No normalisation layers:
+Every network takes images normalised by `normalise_images` and returns maps of stride 2**n_down
+relative to its input (R_loc: the E_loc grid, n_down = 3, 32x32 at 256 px; E_glo and R_glo: the global
+grid, e.g. 16x16 from a 128 px copy of the image in the offline preset). No normalisation layers:
 with k <= 8 images, batch statistics would be noisy and differ between training and scoring.
 The sizes (channel widths, depth 5) are ours; the paper gives only d_loc, d_glo and g.
 """
@@ -103,14 +104,19 @@ class GlobalEncoder(nn.Module):
 
 
 class DistillationHead(nn.Module):
-    """U: E_glo's map [b,d_glo,h,w] -> a prediction of E_loc [b,d_loc,h,w] (loss L_kd)."""
+    """U: E_glo's map [b,d_glo,h,w] -> two 3x3 convs -> bilinear upsampling to the E_loc grid -> 1x1 conv
+    -> a prediction of E_loc [b,d_loc,*size] (loss L_kd). The convs run on the coarse grid to save time."""
 
     def __init__(self, d_glo: int, d_loc: int, width: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(conv(d_glo, width), conv(width, width), nn.Conv2d(width, d_loc, 1))
+        self.body = nn.Sequential(conv(d_glo, width), conv(width, width))
+        self.head = nn.Conv2d(width, d_loc, 1)
 
-    def forward(self, global_map: torch.Tensor) -> torch.Tensor:
-        return self.net(global_map)
+    def forward(self, global_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        x = self.body(global_map)
+        if x.shape[-2:] != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return self.head(x)
 
 
 class UNetRegressor(nn.Module):
@@ -122,8 +128,9 @@ class UNetRegressor(nn.Module):
         self.n_down = n_down
         self.encoder = _encoder(width, depth)
         enc = [level[0].out_channels for level in self.encoder]
-        self.decoder = nn.ModuleList(conv(enc[-1] if i == depth - 2 else width, width) for i in range(depth - 2, n_down - 2, -1))
-        self.fuse = nn.ModuleList(conv(width + enc[i], width) for i in range(depth - 2, n_down - 2, -1))
+        skip_levels = range(depth - 2, n_down - 2, -1)  # encoder levels from stride 2**(depth-1) up to the output's
+        self.decoder = nn.ModuleList(conv(enc[-1] if i == depth - 2 else width, width) for i in skip_levels)
+        self.fuse = nn.ModuleList(conv(width + enc[i], width) for i in skip_levels)
         self.head = nn.Conv2d(width, out_channels, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -145,7 +152,8 @@ class SkipDecayRegressor(nn.Module):
         self.n_down = n_down
         self.encoder = _encoder(width, depth)
         enc = [level[0].out_channels for level in self.encoder]
-        self.up = nn.ModuleList(nn.ConvTranspose2d(enc[i + 1], enc[i], 2, stride=2) for i in range(depth - 2, n_down - 2, -1))
+        skip_levels = range(depth - 2, n_down - 2, -1)  # encoder levels from stride 2**(depth-1) up to the output's
+        self.up = nn.ModuleList(nn.ConvTranspose2d(enc[i + 1], enc[i], 2, stride=2) for i in skip_levels)
         self.head = nn.Conv2d(enc[n_down - 1], out_channels, 1)
         self.register_buffer("skip_weight", torch.tensor(1.0))
 
