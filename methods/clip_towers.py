@@ -111,15 +111,17 @@ def clip_preprocessing(model: str, tag: str) -> tuple[tuple[float, ...], tuple[f
 
 def create_clip_model(model: str, tag: str, weights: Path | None, pretrained: bool) -> nn.Module:
     """An open_clip CLIP model in eval mode: weights by the search order, or fixed random ones (seed 0)."""
+    path = resolve_clip_weights(model, tag, weights) if pretrained else None  # fail before building
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # random towers do not depend on (or consume) the cell's RNG state
         if model in EXTRA_MODEL_CONFIGS:
-            config = {k: v for k, v in EXTRA_MODEL_CONFIGS[model].items() if k not in ("mean", "std")}
-            clip = open_clip.CLIP(**config)
-        else:
-            clip = open_clip.create_model(model, pretrained=None)
-    if pretrained:
-        open_clip.load_checkpoint(clip, str(resolve_clip_weights(model, tag, weights)))
+            clip = open_clip.CLIP(**{k: v for k, v in EXTRA_MODEL_CONFIGS[model].items() if k not in ("mean", "std")})
+            if path is not None:
+                open_clip.load_checkpoint(clip, str(path))
+        else:  # a file path as `pretrained` loads that file; the tag's activation setting is kept
+            quick_gelu = bool(open_clip.get_pretrained_cfg(model, tag).get("quick_gelu", False))
+            clip = open_clip.create_model(model, pretrained=None if path is None else str(path),
+                                          force_quick_gelu=quick_gelu, require_pretrained=path is not None)
     return clip.eval().requires_grad_(False)
 
 

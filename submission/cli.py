@@ -68,9 +68,12 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     from methods.backbones import BACKBONES
     from submission.runner import run
 
-    unknown = [name for name, _ in args.weights if name not in BACKBONES]
+    import open_clip
+
+    unknown = [name for name, _ in args.weights if name not in BACKBONES and name not in open_clip.list_models()]
     if unknown:
-        raise HarnessError(f"--weights: unknown backbone {unknown[0]!r}; known: {', '.join(BACKBONES)}")
+        raise HarnessError(f"--weights: unknown backbone {unknown[0]!r}; known: {', '.join(BACKBONES)} "
+                           "or an open_clip model name (e.g. ViT-B-16-plus-240)")
     if args.image_size < 32:
         raise HarnessError(f"--image-size {args.image_size}: must be at least 32")
     config = RunConfig(
@@ -88,7 +91,11 @@ def command_methods(console: Console) -> int:
     from methods import list_methods
 
     for entry in list_methods():
-        needs = "; ".join(f"{preset}: {', '.join(entry.backbones(cfg)) or 'no weights'}" for preset, cfg in entry.presets.items())
+        def weights(cfg) -> str:
+            names = [*entry.backbones(cfg), *filter(None, [getattr(cfg, "clip_model", None)])]
+            return ", ".join(names) or "no weights"
+
+        needs = "; ".join(f"{preset}: {weights(cfg)}" for preset, cfg in entry.presets.items())
         flags = [flag for flag, on in (("trains", entry.trains), ("auxiliary categories", entry.uses_auxiliary),
                                        ("fitted members", entry.needs_fitted)) if on]
         console.print(f"[bold]{entry.name}[/bold] — {entry.summary} [dim](weights {needs}"

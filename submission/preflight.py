@@ -40,6 +40,15 @@ def preflight(specs: tuple[str, ...], preset: str, weights: dict[str, Path], pre
         except MethodSpecError as error:
             raise HarnessError(str(error)) from None
         variant = Variant(spec, entry, config)
+        clip_model = getattr(config, "clip_model", None)  # clip_logic's open_clip tower (and its tokenizer)
+        if clip_model and pretrained:
+            from methods.clip_towers import resolve_clip_weights
+
+            try:
+                variant.weights[clip_model] = file_digest(resolve_clip_weights(clip_model, config.clip_pretrained,
+                                                                               weights.get(clip_model)))
+            except WeightsMissing as error:
+                variant.missing.append(str(error))
         for backbone in entry.backbones(config):
             if not pretrained:
                 variant.weights[backbone] = "random"
