@@ -76,14 +76,17 @@ def main() -> None:
         test = store.stack([item.path for item in category.test])
         for k in args.shots:
             for seed in args.seeds:
-                support = store.stack([category.train_good[i] for i in support_indices(len(category.train_good), k, seed)])
-                rows.append((name, k, seed, time_cell(args.spec, args.preset, support, test, seed, device, args.batch_size)))
+                indices = support_indices(len(category.train_good), k, seed)
+                support = store.stack([category.train_good[i] for i in indices])
+                timings = time_cell(args.spec, args.preset, support, test, seed, device, args.batch_size)
+                rows.append((name, k, seed, timings))
     print(f"`{args.spec}` preset {args.preset}, 256 px, {rows[0][3]['n_test']} test images per category; "
           f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, device {device}"
           f"{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}; "
           f"load average before/after {load_before:.1f}/{os.getloadavg()[0]:.1f} (other jobs inflate wall times)")
     print()
-    print("| category | k | seed | steps | fit s | fit CPU s | test images/s (backbone + head) | test images/s (head only) |")
+    print("| category | k | seed | steps | fit s | fit CPU s | test images/s (backbone + head) "
+          "| test images/s (head only) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, k, seed, t in rows:
         print(f"| {name} | {k} | {seed} | {t['steps']} | {t['fit_s']:.1f} | {t['fit_cpu_s']:.1f} | "

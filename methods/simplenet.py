@@ -34,7 +34,9 @@ Differences, with reasons:
   global RNG (whose state depends on which method built the shared backbone first).
 - The unfold -> resize -> pool -> concatenate -> pool chain is linear, so it runs as one fixed conv
   kernel per level followed by the resize (`embedding_kernels`; equal to the chain up to float
-  rounding, checked in the tests): 10x faster on the CPU than materialising the C*9 vectors.
+  rounding, checked in the tests). For Lite0 on the CPU this is several times faster than materialising
+  the C*9 vectors; for WideResNet's 4608/9216-long vectors on the CPU it is ~2x slower (on a GPU both
+  are negligible next to the backbone).
 - Image score = max of the raw patch scores, before the blur, as the official code; the map is the
   patch scores upsampled bilinearly to the input size and blurred (sigma 4).
 - `offline` preset (2 CPU cores): the bundled Lite0 (levels 2 + 3 = 40 + 112 channels, so C*9 = 360

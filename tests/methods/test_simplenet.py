@@ -1,4 +1,5 @@
-"""SimpleNet: shapes and ranges of every stage, the truncated L1 loss, training on tiny procedural images, determinism."""
+"""SimpleNet: shapes and ranges of every stage, the truncated L1 loss, short training on procedural images,
+determinism."""
 import dataclasses
 
 import pytest
@@ -10,8 +11,8 @@ import methods.simplenet  # noqa: F401  (registers "simplenet")
 from methods.backbones import FeatureCache
 from methods.base import FitContext
 from methods.registry import build_config
-from methods.simplenet import (Discriminator, SimpleNetConfig, augment, embedding_kernels, neighbourhood_embedding,
-                               pooling_matrix, truncated_l1_loss)
+from methods.simplenet import (Discriminator, SimpleNetConfig, augment, embedding_kernels,
+                               neighbourhood_embedding, pooling_matrix, truncated_l1_loss)
 from submission.datasets.procedural import ProceduralConfig, render_sample
 
 # short schedules for unit tests: the offline preset's features, fewer steps
@@ -99,7 +100,8 @@ def test_predict_shapes_and_image_score_is_the_max_patch_score_before_blur():
     assert torch.equal(prediction.scores, patch_scores.flatten(1).max(dim=1).values)
     assert (prediction.maps.flatten(1).max(dim=1).values <= prediction.scores + 1e-5).all()  # blur never exceeds it
     info = method.info()
-    assert info["steps"] == 10 * 4 and info["pool_views"] == 2 and info["flips"] is True
+    assert info["steps"] == 10 * 4 and info["pool_views"] == 2 and info["patches_per_image"] == 8 * 8
+    assert info["flips"] is True
     assert method.adaptor.out_features == method.config.target_dim
 
 
