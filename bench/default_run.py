@@ -62,7 +62,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for method, row in per_method.iterrows():
-        lines.append(f"| {method} | {row.cells} | {row.fit_s:.1f} | {row.predict_s:.1f} | {row.images_per_s:.1f} | "
+        lines.append(f"| {method} | {int(row.cells)} | {row.fit_s:.1f} | {row.predict_s:.1f} | {row.images_per_s:.1f} | "
                      f"{row.auroc_logical:.3f} | {row.auroc_structural:.3f} | {row.f1_max:.3f} |")
     write_section(args.section, "\n".join(lines))
     print("\n".join(lines))
