@@ -15,27 +15,29 @@ no CLIP tower: the few-shot and logical parts run on the bundled Lite0 backbone'
 (PatchCore's locally aggregated levels 2+3), no text part; `info()` says so. An offline row is never
 a CLIP result.
 
-Choices and differences from REFERENCE.md (our choices unless said otherwise):
-- Windows: paper preset re-encodes the class token with each window's tokens (WinCLIP's token mask,
-  stride 1). The offline preset uses no windows (`window_scales=()`, patch level only): on procedural
-  development images (rendered apart from the harness's test set) average-pooled windows of the
-  locally aggregated Lite0 features (`window_scales=2+3`, the cheap approximation, still available)
-  did not raise AUROC and cost 2.5x the nearest-neighbour time.
+Choices and differences from REFERENCE.md (our choices unless said otherwise). Settings marked
+"dev" were compared on procedural images rendered apart from the harness's test set (indices >= 1000),
+never on a real test set:
+- Windows: the paper preset re-encodes the class token with each window's tokens (WinCLIP's token
+  mask, stride 1). The offline preset uses no windows (`window_scales=()`, patch level only, dev):
+  average-pooled windows of the locally aggregated Lite0 features (`window_scales=2+3`, the cheap
+  approximation, still available) did not raise AUROC and cost 2.5x the nearest-neighbour time.
 - Zero-shot map = mean over window scales of the harmonic aggregation of window scores; few-shot map
-  = mean of the patch-level map and each window scale's map; WinCLIP+ image term = mean of the
-  zero-shot image score and the few-shot map's maximum (offline: the maximum alone).
+  = mean of the patch-level map and each window scale's map, (1 - cos)/2 to the nearest memory entry;
+  WinCLIP+ local term = mean of the zero-shot image score and the few-shot map's maximum (offline:
+  the maximum alone). Offline global embedding = mean of the locally aggregated features.
 - Image score = z(local) + z(global) + z(components). Each term is standardised without test data
-  by its values on held-out support images: leave-one-out (support i against the other k-1) for
-  k >= 2; for k = 1, four views of the support shifted by `view_shift` of the image size against
-  the support itself. Scale = max(std, relative_floor * |mean|, 1e-6) (ddof 0): with k = 2 the two
-  leave-one-out values are nearly equal, so the floor sets the scale.
+  by its values on held-out normals: leave-one-out (support i against the other k-1) for k >= 2;
+  for k = 1, four views of the support (shifted by `view_shift` of the image size, brightness x(1 +-
+  `view_gain`)) against the support itself. Scale = max(std, relative_floor * |mean|, 1e-6), ddof 0:
+  with k = 2 the two leave-one-out values nearly coincide, so the relative floor sets the scale (dev).
 - Parts: k-means on the few-shot patch features with the patch's mean colour appended
-  (`part_colour_weight`); per part: area fraction, area fraction where present, regions, mean colour,
-  plus the total number of regions over all parts (a count change can move between parts).
-- Part statistics are standardised by the supports' spread, floored per kind (area, count, colour);
-  with k = 1 (no spread) the floors alone are the scale. The k-means parts are fitted once on all
-  supports; held-out terms reuse them (only the statistics are held out). Regions smaller than
-  `min_region` patches are not counted, so isolated mis-assigned patches do not change counts.
+  (`part_colour_weight`, dev); per part: area fraction, area fraction where present, regions, mean
+  colour, plus the total number of regions over all parts (a count change can move between parts).
+  The parts are fitted once on all supports; held-out terms reuse them (only statistics are held out).
+- Part statistics are standardised by the supports' spread with per-kind floors (area, count, colour;
+  dev); with k = 1 there is no spread and the floors alone are the scale. The component term is the
+  root mean square of these z-values. Regions smaller than `min_region` patches are not counted.
 """
 from __future__ import annotations
 
@@ -122,7 +124,8 @@ def kmeans(points: torch.Tensor, parts: int, iters: int, generator: torch.Genera
     return centroids
 
 
-def part_statistics(patches: torch.Tensor, colours: torch.Tensor, centroids: torch.Tensor, min_region: int) -> torch.Tensor:
+def part_statistics(patches: torch.Tensor, colours: torch.Tensor, centroids: torch.Tensor,
+                    min_region: int) -> torch.Tensor:
     """Statistics of each image's parts (patches assigned to the nearest centroid): [b, 6*parts+1] =
     [area fraction | area fraction where present | connected regions of >= min_region patches |
     total regions over all parts | mean colour, part-major RGB]; NaN marks a statistic of an absent part."""
@@ -171,7 +174,8 @@ def shifted_views(image: torch.Tensor, shift: int, gain: float = 0.0) -> torch.T
     padded = F.pad(image.unsqueeze(0), (shift, shift, shift, shift), mode="replicate")[0]
     height, width = image.shape[-2:]
     rows, cols = slice(shift, shift + height), slice(shift, shift + width)
-    views = [padded[:, rows, :width], padded[:, rows, 2 * shift:], padded[:, :height, cols], padded[:, 2 * shift:, cols]]
+    views = [padded[:, rows, :width], padded[:, rows, 2 * shift:],  # left, right
+             padded[:, :height, cols], padded[:, 2 * shift:, cols]]  # up, down
     gains = torch.tensor([1 - gain, 1 + gain, 1 + gain, 1 - gain], device=image.device).view(4, 1, 1, 1)
     return (torch.stack(views) * gains).clamp(0, 1)
 
@@ -229,7 +233,8 @@ class ClipLogic:
         b, _, h, w = query.patches.shape
         return image, torch.stack(maps).mean(dim=0) if maps else image.view(b, 1, 1).expand(b, h, w)
 
-    def _terms(self, query: Encoded, memory: Encoded, reference_stats: torch.Tensor):
+    def _terms(self, query: Encoded, memory: Encoded,
+               reference_stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Raw terms [b,3] (local, global, components), the local map [b,h,w] and the named parts."""
         few_shot_map = self._few_shot_map(query, memory)
         parts = {"few_shot": few_shot_map.flatten(1).max(dim=1).values}
@@ -255,11 +260,12 @@ class ClipLogic:
                 rows.append(terms)
             return torch.cat(rows)
         shift = max(1, round(support.shape[-1] * self.config.view_shift))
-        self._held_out = f"4 views of the single support shifted by {shift} px, brightness x(1 +- {self.config.view_gain})"
+        self._held_out = f"4 views of the one support: shift {shift} px, brightness x(1 +- {self.config.view_gain})"
         views = self._encode(shifted_views(support[0], shift, self.config.view_gain), cache=False)
         return self._terms(views, self._support, self._support_stats)[0]
 
     # ------------------------------------------------------------------------------ Method interface
+    @torch.no_grad()  # nothing is trained
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
         config = self.config
         self._context = context
@@ -298,7 +304,8 @@ class ClipLogic:
         pretrained = self._context.features.pretrained if self._context is not None else None
         return {
             **asdict(config), "tower": tower, "text_part": clip, "random_weights": pretrained is False,
-            "windows": "token windows re-encoded by the tower" if clip else "average-pooled local features",
+            "windows": ("token windows re-encoded by the tower" if clip else "average-pooled local features")
+            if config.window_scales else "none (patch level only)",
             "grid": list(self._support.patches.shape[-2:]) if self._support is not None else None,
             "parts": 0 if self._centroids is None else len(self._centroids), "held_out": self._held_out,
             "term_mean": None if self._term_mean is None else [round(float(v), 6) for v in self._term_mean],

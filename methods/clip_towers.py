@@ -20,6 +20,7 @@ import os
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import open_clip
 import torch
@@ -101,6 +102,22 @@ def resolve_clip_weights(model: str, tag: str, explicit: Path | None = None) -> 
     )
 
 
+def clip_weights_file(config: Any, explicit: Path | None = None) -> Path | None:
+    """The weight file a method config's CLIP tower needs (None when it runs no tower), or `WeightsMissing`.
+    The `--weights` key is the config's `clip_model` (an open_clip model name)."""
+    model = getattr(config, "clip_model", None)
+    return None if model is None else resolve_clip_weights(model, config.clip_pretrained, explicit)
+
+
+def clip_weights_available(config: Any, explicit: Path | None = None) -> str | None:
+    """None when the config needs no CLIP weights or they are found; otherwise the missing-weights message."""
+    try:
+        clip_weights_file(config, explicit)
+    except WeightsMissing as error:
+        return str(error)
+    return None
+
+
 def clip_preprocessing(model: str, tag: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std that come with the tag's weights (open_clip's pretrained entry, else the model config)."""
     cfg = open_clip.get_pretrained_cfg(model, tag) or EXTRA_MODEL_CONFIGS.get(model, {})
@@ -141,6 +158,11 @@ def harmonic_aggregation(window_scores: torch.Tensor, scale: int) -> torch.Tenso
     inverse = 1.0 / window_scores.clamp_min(1e-6).unsqueeze(1)
     covering = F.conv_transpose2d(torch.ones_like(inverse), ones)  # windows covering each patch
     return (covering / F.conv_transpose2d(inverse, ones)).squeeze(1)
+
+
+def _content_key(image: torch.Tensor) -> bytes:
+    """A digest of one image's pixels (the encoding cache's key)."""
+    return hashlib.blake2b(image.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
 
 
 class ClipTower(nn.Module):
@@ -218,19 +240,20 @@ class ClipTower(nn.Module):
     def encode(self, images: torch.Tensor, scales: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
         """Global [b,D], patches [b,D,h,w] and one window map [b,D,nh,nw] per scale, all normalised;
         cached per image content (test images recur across cells)."""
-        keys = [(scales, hashlib.blake2b(image.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).digest())
-                for image in images]
-        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        keys = [(scales, _content_key(image)) for image in images]
+        found = {i: self._cache[key] for i, key in enumerate(keys) if key in self._cache}
+        missing = [i for i in range(len(images)) if i not in found]
         if missing:
-            tokens = self._tokens(self.preprocess(images[missing]))
-            encoded = self._project(self.clip.visual.transformer(tokens))  # [b, 1+N, D]
+            with torch.autocast("cuda", enabled=images.device.type == "cuda"):  # mixed precision on CUDA
+                tokens = self._tokens(self.preprocess(images[missing]))
+                encoded = self._project(self.clip.visual.transformer(tokens)).float()  # [b, 1+N, D]
+                windows = [self._windows(tokens, s).permute(0, 3, 1, 2).float() for s in scales]
             patches = encoded[:, 1:].transpose(1, 2).unflatten(2, self.grid)  # [b, D, h, w]
-            windows = [self._windows(tokens, s).permute(0, 3, 1, 2) for s in scales]
             for row, i in enumerate(missing):
-                self._cache[keys[i]] = tuple(t[row] for t in (encoded[:, 0], patches, *windows))
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-        return tuple(torch.stack(parts) for parts in zip(*(self._cache[key] for key in keys)))
+                found[i] = self._cache[keys[i]] = tuple(t[row] for t in (encoded[:, 0], patches, *windows))
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return tuple(torch.stack(parts) for parts in zip(*(found[i] for i in range(len(images)))))
 
 
 _TOWERS: dict[tuple, ClipTower] = {}

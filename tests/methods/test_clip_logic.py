@@ -184,3 +184,25 @@ def test_clip_weights_are_found_in_the_open_clip_download_cache(tmp_path, monkey
     explicit = tmp_path / "mine.pt"
     explicit.write_bytes(b"weights")
     assert clip_towers.resolve_clip_weights("ViT-B-16-plus-240", "laion400m_e31", explicit) == explicit
+
+
+def test_preflight_helpers_name_the_missing_clip_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(clip_towers, "OPEN_CLIP_URL_CACHE", tmp_path)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    _, paper = build_config("clip_logic", "paper")
+    _, offline = build_config("clip_logic", "offline")
+    assert clip_towers.clip_weights_available(offline) is None  # no CLIP tower, nothing to find
+    message = clip_towers.clip_weights_available(paper)
+    assert message is not None and "--weights ViT-B-16-plus-240=PATH" in message
+    (tmp_path / "vit_b_16_plus_240-laion400m_e31-8fb26589.pt").write_bytes(b"weights")
+    assert clip_towers.clip_weights_available(paper) is None
+
+
+def test_explicit_weights_file_loads_into_the_tower(tmp_path, monkeypatch):
+    monkeypatch.setitem(clip_towers.EXTRA_MODEL_CONFIGS, TINY, TINY_CONFIG)
+    random_tower = clip_towers.create_clip_model(TINY, "none", None, pretrained=False)
+    state = {name: value + 1.0 if value.is_floating_point() else value
+             for name, value in random_tower.state_dict().items()}
+    torch.save(state, tmp_path / "tiny.pt")
+    loaded = clip_towers.create_clip_model(TINY, "none", tmp_path / "tiny.pt", pretrained=True)
+    assert torch.equal(loaded.visual.proj, state["visual.proj"])
