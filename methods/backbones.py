@@ -103,14 +103,19 @@ def resolve_weights(name: str, explicit: Path | None = None) -> Path:
     )
 
 
-@lru_cache(maxsize=None)
-def file_digest(path: Path) -> str:
-    """SHA-256 of a weight file (hex), recorded in config.json."""
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def file_digest(path: Path) -> str:
+    """SHA-256 of a weight file (hex), recorded in config.json; computed once per process."""
+    return sha256_file(path)
 
 
 def get_spec(name: str) -> BackboneSpec:

@@ -12,7 +12,6 @@ Archive layout (`dist/<run>__<variant>.tar.gz`, one top folder `bundle/`):
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -21,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from methods.backbones import resolve_weights
+from methods.backbones import sha256_file as sha256
 from methods.registry import variant_dirname
 from submission.errors import HarnessError
 
@@ -45,15 +45,6 @@ from submission.vand_model import VandModel  # noqa: E402
 class Model(VandModel):
     bundle_dir = BUNDLE
 '''
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run_rows(run_dir: Path, method: str) -> list[dict]:
