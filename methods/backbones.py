@@ -14,7 +14,6 @@ Feature levels use ResNet numbering for every backbone: level i has stride 2**(i
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -227,8 +226,3 @@ class FeatureCache:
 def select_levels(maps: list[torch.Tensor], levels: tuple[int, ...]) -> list[torch.Tensor]:
     """Pick ResNet-numbered levels from the maps `FeatureCache.get` returns (levels 1, 2, 3)."""
     return [maps[level - 1] for level in levels]
-
-
-def hub_offline() -> bool:
-    """Whether the hub is forced offline (tests set HF_HUB_OFFLINE=1)."""
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")

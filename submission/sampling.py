@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from submission.datasets.records import Category
 from submission.errors import HarnessError
 
 
@@ -15,12 +14,3 @@ def support_indices(pool_size: int, k: int, seed: int) -> list[int]:
         raise HarnessError(f"--shots {k}: larger than the support pool of {pool_size} images")
     torch.manual_seed(seed)
     return torch.randperm(pool_size)[:k].tolist()
-
-
-def support_names(category: Category, k: int, seed: int) -> list[str]:
-    """File names of the support images of (category, k, seed), for the manifest."""
-    try:
-        indices = support_indices(len(category.train_good), k, seed)
-    except HarnessError as error:
-        raise HarnessError(f"{category.root}: {error}") from None
-    return [category.train_good[i].name for i in indices]
