@@ -9,14 +9,15 @@ here. Under the few-shot rules the normal statistics come only from the k suppor
 - `holdout=loo` / `refit`: leave-one-out refits for every member; `holdout=augment`: views for all.
 - k = 1 always uses augmented views (nothing to leave out).
 The members are the instances the runner fitted in the same cell (`FitContext.fitted`): fusion never
-refits a member to score the test set. A member with constant held-out scores gets std 1 (no
+refits a member to score the test set, and the runner hands it the members' test predictions it already
+made (`combine`), so fusion costs only its held-out statistics and a weighted sum. A member with constant held-out scores gets std 1 (no
 division by zero). Maps are fused when every member has them; each map is standardised by the
 member's held-out map pixels.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -116,19 +117,23 @@ class Fusion:
                     self.map_stats[spec] = Standardiser.fit(held.maps)
 
     def predict(self, images: torch.Tensor) -> Prediction:
+        return self.combine({spec: member.predict(images) for spec, member in self.members.items()})
+
+    def combine(self, predictions: Mapping[str, Prediction]) -> Prediction:
+        """The fused prediction from the members' predictions on the same images (one per member spec).
+
+        The runner calls this with the test predictions it already made for each member in the cell, so
+        fusion never runs a member on the test set a second time."""
         weights = self.config.weights or (1.0,) * len(self.members)
-        score = torch.zeros(len(images), device=images.device)
         fuse_maps = self.config.fuse_maps and len(self.map_stats) == len(self.members)
-        fused_map = None
-        extras = {}
-        for weight, (spec, member) in zip(weights, self.members.items()):
-            prediction = member.predict(images)
-            z = self.score_stats[spec](prediction.scores.float())
-            extras[f"z_{spec}"] = z
-            score = score + weight * z
+        score, fused_map, extras = None, None, {}
+        for weight, spec in zip(weights, self.members):
+            prediction = predictions[spec]
+            extras[f"z_{spec}"] = z = self.score_stats[spec](prediction.scores.float())
+            score = weight * z if score is None else score + weight * z
             if fuse_maps and prediction.maps is not None:
-                z_map = self.map_stats[spec](prediction.maps.float())
-                fused_map = weight * z_map if fused_map is None else fused_map + weight * z_map
+                z_map = weight * self.map_stats[spec](prediction.maps.float())
+                fused_map = z_map if fused_map is None else fused_map + z_map
         return Prediction(scores=score, maps=fused_map, extras=extras)
 
     def info(self) -> dict[str, Any]:

@@ -176,6 +176,7 @@ class Runner:
         self._record_manifest(data.category, k, seed, indices)
         support = data.support(indices)
         fitted: dict[str, Method] = {}
+        predictions: dict[str, Prediction] = {}  # members' test predictions, reused by fusion
         for variant in variants:
             progress.update(task, description=f"{variant.spec} {data.category.name} k={k} seed={seed}")
             row, todo = rows[variant.spec], variant.spec in pending
@@ -184,14 +185,16 @@ class Runner:
                     self.folder.append_result({**row, "status": "skipped",
                                                "method_info": json.dumps({"missing": variant.missing})})
             elif todo or (refit_members and not variant.entry.needs_fitted):
-                method = self._fit_and_score(variant, data, k, seed, support, row, fitted, score=todo)
+                method = self._fit_and_score(variant, data, k, seed, support, row, fitted, predictions, score=todo)
                 if method is not None:
                     fitted[variant.spec] = method
             progress.advance(task)
 
     def _fit_and_score(self, variant: Variant, data: CategoryData, k: int, seed: int, support: torch.Tensor,
-                       row: dict[str, Any], fitted: dict[str, Method], score: bool) -> Method | None:
-        """Fit one variant on the support set; with `score`, predict the test set and write its row."""
+                       row: dict[str, Any], fitted: dict[str, Method], predictions: dict[str, Prediction],
+                       score: bool) -> Method | None:
+        """Fit one variant on the support set; with `score`, predict the test set (kept in `predictions`)
+        and write its row."""
         method = variant.entry.factory(variant.config)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         torch.manual_seed(seed)
@@ -210,7 +213,11 @@ class Runner:
                 return method
             start = time.perf_counter()
             with torch.no_grad():
-                prediction = predict_all(method, data.test_images, self.config.batch_size, self.device)
+                if variant.entry.needs_fitted:
+                    prediction = self._combine(method, data, predictions)
+                else:
+                    prediction = predictions[variant.spec] = predict_all(method, data.test_images,
+                                                                         self.config.batch_size, self.device)
             predict_s = time.perf_counter() - start
         except HarnessError:
             raise
@@ -222,6 +229,14 @@ class Runner:
             return None
         self._record_cell(variant, data, k, seed, prediction, row, fit_s, predict_s, {**info, **method.info()})
         return method
+
+    def _combine(self, fusion: Any, data: CategoryData, predictions: dict[str, Prediction]) -> Prediction:
+        """A fusing method's test prediction from its members' (members finished in an earlier run of this
+        folder were refitted but not scored: they are predicted here, once)."""
+        for spec, member in fusion.members.items():
+            if spec not in predictions:
+                predictions[spec] = predict_all(member, data.test_images, self.config.batch_size, self.device)
+        return fusion.combine(predictions)
 
     def _record_cell(self, variant: Variant, data: CategoryData, k: int, seed: int, prediction: Prediction,
                      row: dict[str, Any], fit_s: float, predict_s: float, info: dict[str, Any]) -> None:

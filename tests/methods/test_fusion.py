@@ -75,3 +75,17 @@ def test_a_named_member_must_have_been_fitted():
     fusion = Fusion(FusionConfig(members=("simplenet",)))
     with pytest.raises(RuntimeError, match="member 'simplenet' was not fitted"):
         fusion.fit(torch.rand(2, 3, 16, 16), category="toy", context=_context({"patchcore": Spy()}))
+
+
+def test_combine_of_member_predictions_equals_predict():
+    members = {"patchcore": Spy(), "clip_logic": Spy()}
+    members["clip_logic"].name = "clip_logic"
+    fusion = Fusion(FusionConfig(weights=(1.0, 0.5)))
+    fusion.fit(torch.rand(1, 3, 16, 16), category="toy", context=_context(members))  # k=1: views, no refit
+    test = torch.rand(5, 3, 16, 16)
+    combined = fusion.combine({spec: member.predict(test) for spec, member in members.items()})
+    direct = fusion.predict(test)
+    assert torch.allclose(combined.scores, direct.scores)
+    expected = fusion.score_stats["patchcore"](test.mean(dim=(1, 2, 3))) \
+        + 0.5 * fusion.score_stats["clip_logic"](test.mean(dim=(1, 2, 3)))
+    assert torch.allclose(combined.scores, expected)

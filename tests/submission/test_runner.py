@@ -102,3 +102,29 @@ def test_missing_data_folder_exits_2(tmp_path, capsys):
 def test_methods_command_lists_weights(capsys):
     assert main(["methods"]) == 0
     assert "patchcore" in capsys.readouterr().out
+
+
+def _scores(run_dir, variant, cell, category):
+    with open(run_dir / "scores" / variant / cell / f"{category}.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_fusion_reuses_the_members_test_predictions(tiny_loco, tmp_path, monkeypatch):
+    from methods.fusion import Fusion
+
+    def refuse(self, images):
+        raise AssertionError("fusion ran its members on the test set again")
+
+    monkeypatch.setattr(Fusion, "predict", refuse)  # the runner must go through `combine`
+    common = dict(data=tiny_loco, categories=("pill_tray",), shots=(2,), seeds=(0,), preset="offline",
+                  image_size=64, out=tmp_path)
+    run(RunConfig(methods=("patchcore",), **common))
+    run(RunConfig(methods=("patchcore", "fusion"), **common))  # patchcore's cell is done: refitted, predicted once
+    rows = _rows(tmp_path)
+    assert [(r["method"], r["status"]) for r in rows] == [("patchcore", "ok"), ("fusion", "ok")]
+    member = _scores(tmp_path, "patchcore", "k2_s0", "pill_tray")
+    fused = _scores(tmp_path, "fusion", "k2_s0", "pill_tray")
+    stats = json.loads(rows[1]["method_info"])["stats"]["patchcore"]
+    expected = [(float(r["score"]) - stats["mean"]) / stats["std"] for r in member]
+    assert [float(r["score"]) for r in fused] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert [float(r["z_patchcore"]) for r in fused] == pytest.approx(expected, rel=1e-4, abs=1e-5)
