@@ -3,16 +3,18 @@
 The GCAD paper combines its branches this way; PUAD standardises with numpy mean/std (ddof 0), as
 here. Under the few-shot rules the normal statistics come only from the k support images:
 - `holdout=auto` (default): training-free members (PatchCore, clip_logic) use leave-one-out — refit
-  on k-1 supports, score the held-out one, in turn; trained members (SimpleNet, GCAD, RegAD) score
-  augmented views of the supports with the member fitted in the cell (cheap; the views are close to
-  what the member trained on, so its statistics are optimistic — measured in BENCHMARKS.md).
+  on k-1 supports, score the held-out one and `loo_views` views of it, in turn (with k = 2, the
+  held-out images alone give two scores, too few for a std); trained members (SimpleNet, GCAD,
+  RegAD) score augmented views of the supports with the member fitted in the cell (cheap; the views
+  are close to what the member trained on, so its statistics are optimistic — measured in
+  BENCHMARKS.md).
 - `holdout=loo` / `refit`: leave-one-out refits for every member; `holdout=augment`: views for all.
 - k = 1 always uses augmented views (nothing to leave out).
 The members are the instances the runner fitted in the same cell (`FitContext.fitted`): fusion never
 refits a member to score the test set, and the runner hands it the members' test predictions it already
-made (`combine`), so fusion costs only its held-out statistics and a weighted sum. A member with constant held-out scores gets std 1 (no
-division by zero). Maps are fused when every member has them; each map is standardised by the
-member's held-out map pixels.
+made (`combine`), so fusion costs only its held-out statistics and a weighted sum. A member with
+constant held-out scores gets std 1 (no division by zero). Maps are fused when every member has them;
+each map is standardised by the member's held-out map pixels.
 """
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ from methods.base import FitContext, Method, Prediction
 from methods.registry import get_entry, parse_spec, register
 
 HOLDOUTS = ("auto", "loo", "refit", "augment")
+# Views for held-out statistics: a small rotation and brightness/contrast jitter, never a flip. A flip swaps
+# slots in layout categories (part_slots, breakfast_box): a logic-aware member would score those views as
+# anomalous, and their spread would wrongly shrink that member's z-scores.
+HOLDOUT_VIEWS = AugmentConfig(hflip=False)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class FusionConfig:
     weights: tuple[float, ...] = ()  # empty = equal weights (our default; no tuning on real test sets)
     holdout: str = "auto"  # auto | loo | refit | augment (see the module docstring)
     views: int = 4  # augmented views per support image (statistics for trained members, and k = 1)
+    loo_views: int = 4  # our choice: views of each left-out image scored with it (k = 2 alone gives 2 scores)
     fuse_maps: bool = True
 
 
@@ -95,15 +102,19 @@ class Fusion:
         if mode == "auto":
             mode = "augment" if entry.trains else "loo"
         if len(support) == 1 or mode == "augment":
-            views = augmented_views(support, self.config.views, AugmentConfig(), context.generator)
+            views = augmented_views(support, self.config.views, HOLDOUT_VIEWS, context.generator)
             return "augment", member.predict(views)
         parts = []
         inner = replace(context, fitted={})
-        for held_out in range(len(support)):  # refit on k-1 supports, score the one left out
+        for held_out in range(len(support)):  # refit on k-1 supports, score the one left out (and its views)
             rest = torch.cat([support[:held_out], support[held_out + 1:]])
             fresh = entry.factory(member.config)
             fresh.fit(rest, category=category, context=inner)
-            parts.append(fresh.predict(support[held_out:held_out + 1]))
+            image = support[held_out:held_out + 1]
+            if self.config.loo_views:
+                image = torch.cat([image, augmented_views(image, self.config.loo_views, HOLDOUT_VIEWS,
+                                                          context.generator)])
+            parts.append(fresh.predict(image))
         maps = None if parts[0].maps is None else torch.cat([p.maps for p in parts])
         return "leave-one-out", Prediction(torch.cat([p.scores for p in parts]), maps)
 

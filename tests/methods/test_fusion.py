@@ -52,23 +52,32 @@ def test_constant_member_scores_do_not_divide_by_zero():
     assert Standardiser.fit(torch.full((5,), 2.0)).std == 1.0
 
 
-def test_leave_one_out_statistics_of_a_training_free_member():
+@pytest.mark.parametrize("loo_views", [0, 3])
+def test_leave_one_out_statistics_of_a_training_free_member(loo_views):
     torch.manual_seed(0)
     support = torch.rand(3, 3, 64, 64)
     member = create_method("patchcore", preset="offline")
     context = _context()
     member.fit(support, category="toy", context=context)
-    fusion = Fusion(FusionConfig())
+    fusion = Fusion(FusionConfig(loo_views=loo_views))
     fusion.fit(support, category="toy", context=_context({"patchcore": member}))
-    expected = []
+    held_out_scores = []
     for held_out in range(3):
         fresh = create_method("patchcore", preset="offline")
         fresh.fit(torch.cat([support[:held_out], support[held_out + 1:]]), category="toy", context=context)
-        expected.append(float(fresh.predict(support[held_out:held_out + 1]).scores))
+        held_out_scores.append(float(fresh.predict(support[held_out:held_out + 1]).scores))
     assert fusion.holdout_used["patchcore"] == "leave-one-out"
-    assert fusion.score_stats["patchcore"].mean == pytest.approx(sum(expected) / 3, rel=1e-5)
+    if loo_views == 0:  # exactly the mean of the k held-out images' scores
+        assert fusion.score_stats["patchcore"].mean == pytest.approx(sum(held_out_scores) / 3, rel=1e-5)
+    else:  # the views move the statistics away from the k scores alone
+        assert fusion.score_stats["patchcore"].mean != pytest.approx(sum(held_out_scores) / 3, rel=1e-5)
     prediction = fusion.predict(support[:2])
     assert prediction.maps.shape == (2, 64, 64) and "z_patchcore" in prediction.extras
+
+
+def test_holdout_views_never_flip():
+    from methods.fusion import HOLDOUT_VIEWS
+    assert not HOLDOUT_VIEWS.hflip and not HOLDOUT_VIEWS.vflip  # a flip swaps slots: a logical anomaly
 
 
 def test_a_named_member_must_have_been_fitted():
