@@ -77,3 +77,37 @@ def markdown_report(board: pd.DataFrame, statuses: pd.DataFrame, figures: dict[s
         lines += ["## Cells that did not run", ""]
         lines += [f"- {r['method']} ({r['preset']}): {r['cells']} cells {r['status']}" for _, r in bad.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+PART_SHOWN = (("auroc_logical", "AUROC log."), ("auroc_structural", "AUROC str."), ("auroc", "AUROC"))
+
+
+def score_part_rows(parts: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and text rows of the score-parts table (overall when there are several categories)."""
+    categories = [c for c in parts["category"].unique() if c != OVERALL]
+    shown = parts[parts["category"] == (OVERALL if len(categories) > 1 else categories[0])]
+    header = ["method", "k", "part", "seeds", *(label for _, label in PART_SHOWN)]
+    rows = [[row["method"], str(row["k"]), row["part"], str(int(row["n_seeds"])),
+             *(_cell(row, column) for column, _ in PART_SHOWN)] for _, row in shown.iterrows()]
+    return header, rows
+
+
+def print_score_parts(parts: pd.DataFrame, console: Console) -> None:
+    """Branch / member AUROCs in the terminal."""
+    header, rows = score_part_rows(parts)
+    table = Table(title="score parts: AUROC of each branch or fusion member (mean ± std over seeds)",
+                  title_justify="left")
+    for name in header:
+        table.add_column(name, justify="left" if name in ("method", "part") else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def markdown_score_parts(parts: pd.DataFrame) -> str:
+    """The score-parts table as a report.md section."""
+    header, rows = score_part_rows(parts)
+    lines = ["## Score parts (branches, fusion members)", "",
+             "Image AUROC of each part of a method's score, from the per-image score CSVs.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"

@@ -1,0 +1,67 @@
+"""Image AUROC of every part of a method's score (GCAD's `local` / `global` branches, fusion's member
+z-scores `z_<member>`), read from a run folder's per-image score CSVs.
+
+This is how a reader sees which branch catches logical and which structural anomalies, or which fusion
+member fired. Seeds and categories are combined as in `aggregate`: AUROC per (category, k, seed), mean
+over categories within a seed for `overall`, then mean and std (ddof=1) over seeds.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from leaderboard.aggregate import OVERALL
+from leaderboard.columns import SCORE_COLUMNS
+from submission.datasets.readers import LOCO_KINDS
+from submission.datasets.records import LOGICAL, STRUCTURAL
+from submission.evaluation import image_auroc
+
+CELL_FOLDER = re.compile(r"k(\d+)_s(-?\d+)")
+SUBSETS = (("auroc", None), ("auroc_logical", LOGICAL), ("auroc_structural", STRUCTURAL))
+
+
+def _part_aurocs(frame: pd.DataFrame, column: str) -> dict[str, float | None]:
+    """AUROC of one score column on all test images, and on the normals plus one LOCO anomaly kind."""
+    kinds = frame["kind"].map(LOCO_KINDS)
+    values = {}
+    for name, kind in SUBSETS:
+        keep = pd.Series(True, index=frame.index) if kind is None else (frame["label"] == 0) | (kinds == kind)
+        subset = frame[keep]
+        present = kind is None or (kinds[keep] == kind).any()
+        values[name] = image_auroc(subset["label"], subset[column]) if present else None
+    return values
+
+
+def read_score_parts(run_dir: Path) -> pd.DataFrame:
+    """One row per (method folder, category, k, seed, part) with its AUROCs; `score` is the whole score."""
+    rows = []
+    for path in sorted(Path(run_dir).glob("scores/*/k*_s*/*.csv")):
+        cell = CELL_FOLDER.fullmatch(path.parent.name)
+        if cell is None:
+            continue
+        frame = pd.read_csv(path, dtype={"image": str, "kind": str})
+        parts = [c for c in frame.columns if c not in SCORE_COLUMNS]
+        if not parts:
+            continue
+        for part in ["score", *parts]:
+            rows.append({"method": path.parent.parent.name, "category": path.stem, "k": int(cell[1]),
+                         "seed": int(cell[2]), "part": part, **_part_aurocs(frame, part)})
+    return pd.DataFrame(rows, columns=["method", "category", "k", "seed", "part", *(n for n, _ in SUBSETS)])
+
+
+def aggregate_score_parts(parts: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (method, category|overall, k, part)."""
+    metrics = [name for name, _ in SUBSETS]
+    if parts.empty:
+        return pd.DataFrame(columns=["method", "category", "k", "part", "n_seeds",
+                                     *(c for m in metrics for c in (m, f"{m}_std"))])
+    keys = ["method", "k", "part", "seed"]
+    overall = parts.groupby(keys)[metrics].mean().reset_index().assign(category=OVERALL)
+    table = pd.concat([parts, overall], ignore_index=True)
+    grouped = table.groupby(["method", "category", "k", "part"], sort=True)
+    means, stds = grouped[metrics].mean(), grouped[metrics].std(ddof=1).add_suffix("_std")
+    counts = grouped["seed"].nunique().rename("n_seeds")
+    result = pd.concat([counts, means, stds], axis=1).reset_index()
+    return result[["method", "category", "k", "part", "n_seeds", *(c for m in metrics for c in (m, f"{m}_std"))]]

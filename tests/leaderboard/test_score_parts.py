@@ -1,0 +1,48 @@
+"""Score parts (branch and member AUROCs) from hand-written score CSVs, checked against scikit-learn."""
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from leaderboard.score_parts import aggregate_score_parts, read_score_parts
+
+KINDS = ["good"] * 3 + ["logical_anomalies"] * 2 + ["structural_anomalies"] * 2
+LABELS = [0, 0, 0, 1, 1, 1, 1]
+
+
+def _write(run, method, cell, category, local, glob):
+    folder = run / "scores" / method / cell
+    folder.mkdir(parents=True, exist_ok=True)
+    score = [a + b for a, b in zip(local, glob)]
+    pd.DataFrame({"image": [f"{k}/{i:03d}" for i, k in enumerate(KINDS)], "kind": KINDS, "label": LABELS,
+                  "score": score, "local": local, "global": glob}).to_csv(folder / f"{category}.csv", index=False)
+
+
+def test_branch_aurocs_per_anomaly_kind(tmp_path):
+    local = [0.1, 0.2, 0.3, 0.15, 0.25, 0.9, 0.8]  # catches structural anomalies only
+    glob = [0.1, 0.2, 0.3, 0.9, 0.8, 0.25, 0.05]  # catches logical anomalies only
+    _write(tmp_path, "gcad", "k4_s0", "pill_tray", local, glob)
+    parts = read_score_parts(tmp_path).set_index("part")
+    assert parts.loc["global", "auroc_logical"] == 1.0 and parts.loc["local", "auroc_structural"] == 1.0
+    logical = [0, 1, 2, 3, 4]
+    assert parts.loc["local", "auroc_logical"] == pytest.approx(
+        roc_auc_score([LABELS[i] for i in logical], [local[i] for i in logical]))
+    assert parts.loc["global", "auroc"] == pytest.approx(roc_auc_score(LABELS, glob))
+
+
+def test_overall_is_the_mean_over_categories_within_a_seed(tmp_path):
+    perfect, inverted = [0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0]
+    for seed, second in ((0, perfect), (1, inverted)):
+        _write(tmp_path, "gcad", f"k2_s{seed}", "a", perfect, perfect)
+        _write(tmp_path, "gcad", f"k2_s{seed}", "b", second, second)
+    table = aggregate_score_parts(read_score_parts(tmp_path))
+    overall = table[(table["category"] == "overall") & (table["part"] == "local")].iloc[0]
+    assert overall["auroc"] == pytest.approx(0.75)  # seed 0: (1 + 1)/2, seed 1: (1 + 0)/2
+    assert overall["auroc_std"] == pytest.approx(pd.Series([1.0, 0.5]).std(ddof=1))
+    assert overall["n_seeds"] == 2
+
+
+def test_runs_without_score_parts_give_an_empty_table(tmp_path):
+    folder = tmp_path / "scores" / "patchcore" / "k1_s0"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"image": ["good/000"], "kind": ["good"], "label": [0], "score": [0.1]}).to_csv(folder / "a.csv", index=False)
+    assert aggregate_score_parts(read_score_parts(tmp_path)).empty
