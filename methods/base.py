@@ -33,6 +33,7 @@ class FitContext:
     auxiliary: Callable[[], Iterable[AuxiliaryCategory]] | None = None  # never the target category (RegAD)
     artifacts: Path | None = None  # runs/<id>/artifacts/<variant>/: kept across cells
     fitted: Mapping[str, "Method"] = field(default_factory=dict)  # members fitted in this cell (fusion)
+    member_contexts: Mapping[str, "FitContext"] = field(default_factory=dict)  # the contexts they were fitted with
 
 
 @dataclass(frozen=True)

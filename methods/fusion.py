@@ -105,7 +105,9 @@ class Fusion:
             views = augmented_views(support, self.config.views, HOLDOUT_VIEWS, context.generator)
             return "augment", member.predict(views)
         parts = []
-        inner = replace(context, fitted={})
+        # a refit sees what the member saw (auxiliary categories, artifacts), with fusion's random stream
+        inner = replace(context.member_contexts.get(spec, context), generator=context.generator, fitted={},
+                        member_contexts={})
         for held_out in range(len(support)):  # refit on k-1 supports, score the one left out (and its views)
             rest = torch.cat([support[:held_out], support[held_out + 1:]])
             fresh = entry.factory(member.config)

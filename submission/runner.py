@@ -176,6 +176,7 @@ class Runner:
         self._record_manifest(data.category, k, seed, indices)
         support = data.support(indices)
         fitted: dict[str, Method] = {}
+        contexts: dict[str, FitContext] = {}
         predictions: dict[str, Prediction] = {}  # members' test predictions, reused by fusion
         for variant in variants:
             progress.update(task, description=f"{variant.spec} {data.category.name} k={k} seed={seed}")
@@ -185,14 +186,15 @@ class Runner:
                     self.folder.append_result({**row, "status": "skipped",
                                                "method_info": json.dumps({"missing": variant.missing})})
             elif todo or (refit_members and not variant.entry.needs_fitted):
-                method = self._fit_and_score(variant, data, k, seed, support, row, fitted, predictions, score=todo)
-                if method is not None:
-                    fitted[variant.spec] = method
+                fit = self._fit_and_score(variant, data, k, seed, support, row, fitted, contexts, predictions,
+                                          score=todo)
+                if fit is not None:
+                    fitted[variant.spec], contexts[variant.spec] = fit
             progress.advance(task)
 
     def _fit_and_score(self, variant: Variant, data: CategoryData, k: int, seed: int, support: torch.Tensor,
-                       row: dict[str, Any], fitted: dict[str, Method], predictions: dict[str, Prediction],
-                       score: bool) -> Method | None:
+                       row: dict[str, Any], fitted: dict[str, Method], contexts: dict[str, FitContext],
+                       predictions: dict[str, Prediction], score: bool) -> tuple[Method, FitContext] | None:
         """Fit one variant on the support set; with `score`, predict the test set (kept in `predictions`)
         and write its row."""
         method = variant.entry.factory(variant.config)
@@ -203,14 +205,14 @@ class Runner:
         if variant.entry.uses_auxiliary:
             source = getattr(variant.config, "source", "procedural")
             auxiliary = lambda: auxiliary_categories(source, data.category, self.config, data.store)  # noqa: E731
-        context = FitContext(self.device, generator, self.features, auxiliary, artifacts, dict(fitted))
+        context = FitContext(self.device, generator, self.features, auxiliary, artifacts, dict(fitted), dict(contexts))
         info: dict[str, Any] = {"preset": self.preset, "weights": variant.weights}
         try:
             start = time.perf_counter()
             method.fit(support.to(self.device), category=data.category.name, context=context)
             fit_s = time.perf_counter() - start
             if not score:
-                return method
+                return method, context
             start = time.perf_counter()
             with torch.no_grad():
                 if variant.entry.needs_fitted:
@@ -228,7 +230,7 @@ class Runner:
                 self.folder.append_result({**row, "status": "failed", "method_info": json.dumps(failure)})
             return None
         self._record_cell(variant, data, k, seed, prediction, row, fit_s, predict_s, {**info, **method.info()})
-        return method
+        return method, context
 
     def _combine(self, fusion: Any, data: CategoryData, predictions: dict[str, Prediction]) -> Prediction:
         """A fusing method's test prediction from its members' (members finished in an earlier run of this

@@ -57,14 +57,15 @@ class VandModel(nn.Module):
         self.features = FeatureCache(self.device, self.weights)
         artifacts = Path(self.bundle_dir) / "artifacts"
         fitted: dict[str, Method] = {}
+        contexts: dict[str, FitContext] = {}
         for spec in [*self.bundle["members"], self.bundle["method"]]:
             method = self._build(spec)
             torch.manual_seed(seed)
             generator = torch.Generator().manual_seed(seed)
             context = FitContext(self.device, generator, self.features, None, artifacts / self.bundle["dirs"][spec],
-                                 dict(fitted))
+                                 dict(fitted), dict(contexts))
             method.fit(support, category=category, context=context)
-            fitted[spec] = method
+            fitted[spec], contexts[spec] = method, context
         self.method = fitted[self.bundle["method"]]
 
     @torch.no_grad()

@@ -57,15 +57,16 @@ def _fit_installed(bundle_info: dict, support: torch.Tensor, category: str, seed
     """The same cell fitted by the installed harness, as the runner does it."""
     features = FeatureCache(torch.device("cpu"))
     fitted: dict[str, Method] = {}
+    contexts: dict[str, FitContext] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for spec in [*bundle_info["members"], bundle_info["method"]]:
             entry, config = build_config(spec, bundle_info["preset"])
             method = entry.factory(config)
             torch.manual_seed(seed)
             context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(seed), features, None,
-                                 Path(scratch) / bundle_info["dirs"][spec], dict(fitted))
+                                 Path(scratch) / bundle_info["dirs"][spec], dict(fitted), dict(contexts))
             method.fit(support, category=category, context=context)
-            fitted[spec] = method
+            fitted[spec], contexts[spec] = method, context
     return fitted[bundle_info["method"]]
 
 

@@ -98,3 +98,26 @@ def test_combine_of_member_predictions_equals_predict():
     expected = fusion.score_stats["patchcore"](test.mean(dim=(1, 2, 3))) \
         + 0.5 * fusion.score_stats["clip_logic"](test.mean(dim=(1, 2, 3)))
     assert torch.allclose(combined.scores, expected)
+
+
+def test_refits_see_the_context_the_member_was_fitted_with(monkeypatch):
+    from types import SimpleNamespace
+
+    import methods.fusion as fusion_module
+
+    seen = []
+
+    class Recorder(Spy):
+        def fit(self, support, *, category, context):
+            seen.append((context.auxiliary, context.artifacts))
+
+    entry = SimpleNamespace(trains=True, needs_fitted=False, factory=lambda config: Recorder())
+    monkeypatch.setattr(fusion_module, "get_entry", lambda name: entry)
+    auxiliary = lambda: []  # noqa: E731  (what the runner hands RegAD)
+    member_context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(1), FeatureCache(torch.device("cpu")),
+                                auxiliary=auxiliary, artifacts=None)
+    member = Recorder()
+    context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")),
+                         fitted={"regad": member}, member_contexts={"regad": member_context})
+    Fusion(FusionConfig(holdout="refit")).fit(torch.rand(3, 3, 16, 16), category="toy", context=context)
+    assert len(seen) == 3 and all(aux is auxiliary for aux, _ in seen)  # k refits, each with the member's auxiliary
