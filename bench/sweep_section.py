@@ -1,0 +1,77 @@
+"""Writes a k-shot sweep's overall tables into a section of BENCHMARKS.md, from a run folder's
+leaderboard.csv and score_parts.csv (run `python -m leaderboard report RUN_DIR` first).
+
+Run: `.venv/bin/python -m bench.sweep_section RUN_DIR --section NAME --title TITLE --intro TEXT
+[--parts gcad fusion]`. The numbers are those of the run folder; nothing is typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from bench.markdown import write_section
+from leaderboard.aggregate import OVERALL
+
+
+def _pm(row: pd.Series, column: str) -> str:
+    value, std = row.get(column), row.get(f"{column}_std")
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{value:.3f}" if std is None or pd.isna(std) else f"{value:.3f} ± {std:.3f}"
+
+
+def _shown_category(board: pd.DataFrame) -> str:
+    categories = [c for c in board["category"].unique() if c != OVERALL]
+    return OVERALL if len(categories) > 1 else categories[0]
+
+
+def method_table(board: pd.DataFrame) -> list[str]:
+    """method x k rows: image AUROC logical / structural / mean and F1-max, then the normalised AUFC."""
+    shown = board[board["category"] == _shown_category(board)]
+    aufc = shown[shown["k"] == "all"].set_index("method")["aufc_norm"]
+    lines = ["| method | k | AUROC logical | AUROC structural | AUROC mean | F1-max | fit s | predict s | nAUFC |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for _, row in shown[shown["k"] != "all"].iterrows():
+        norm = aufc.get(row["method"])
+        lines.append(f"| {row['method']} | {row['k']} | {_pm(row, 'image_auroc_logical')} | "
+                     f"{_pm(row, 'image_auroc_structural')} | {_pm(row, 'image_auroc_mean')} | {_pm(row, 'f1_max')} | "
+                     f"{row['fit_s']:.1f} | {row['predict_s']:.1f} | "
+                     f"{'–' if norm is None or math.isnan(norm) else f'{norm:.3f}'} |")
+    return lines
+
+
+def parts_table(parts: pd.DataFrame, methods: list[str]) -> list[str]:
+    """Score parts (branches, fusion members) of the chosen methods: AUROC logical / structural."""
+    shown = parts[(parts["category"] == _shown_category(parts)) & parts["method"].isin(methods)]
+    lines = ["| method | k | part | AUROC logical | AUROC structural |", "|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['k']} | `{r['part']}` | {_pm(r, 'auroc_logical')} | {_pm(r, 'auroc_structural')} |"
+              for _, r in shown.iterrows()]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--section", required=True)
+    parser.add_argument("--title", required=True)
+    parser.add_argument("--intro", default="")
+    parser.add_argument("--parts", nargs="*", default=[], help="methods (folder names) whose score parts to list")
+    args = parser.parse_args()
+    board = pd.read_csv(args.run_dir / "leaderboard.csv", dtype={"k": str})
+    lines = [f"## {args.title}", "", args.intro, "",
+             f"Mean ± std (ddof=1) over seeds; category: {_shown_category(board)} "
+             "(the mean over categories within each seed). fit/predict: seconds per cell.", "",
+             *method_table(board)]
+    if args.parts:
+        parts = pd.read_csv(args.run_dir / "score_parts.csv")
+        lines += ["", "Score parts (from the per-image score CSVs, `score_parts.csv`):", "",
+                  *parts_table(parts, args.parts)]
+    write_section(args.section, "\n".join(lines))
+    print(f"wrote section {args.section!r} of BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
