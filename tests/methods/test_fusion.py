@@ -59,7 +59,7 @@ def test_leave_one_out_statistics_of_a_training_free_member(loo_views):
     member = create_method("patchcore", preset="offline")
     context = _context()
     member.fit(support, category="toy", context=context)
-    fusion = Fusion(FusionConfig(loo_views=loo_views))
+    fusion = Fusion(FusionConfig(loo_views=loo_views, loo_views_max_k=3))
     fusion.fit(support, category="toy", context=_context({"patchcore": member}))
     held_out_scores = []
     for held_out in range(3):
