@@ -28,18 +28,22 @@ def _shown_category(board: pd.DataFrame) -> str:
     return OVERALL if len(categories) > 1 else categories[0]
 
 
-def method_table(board: pd.DataFrame) -> list[str]:
-    """method x k rows: image AUROC logical / structural / mean and F1-max, then the normalised AUFC."""
+def method_table(board: pd.DataFrame, pixel: bool = False) -> list[str]:
+    """method x k rows: image AUROC logical / structural / mean and F1-max (with `pixel`: pixel AUROC and
+    AU-sPRO@0.05), timings, then the normalised AUFC."""
     shown = board[board["category"] == _shown_category(board)]
     aufc = shown[shown["k"] == "all"].set_index("method")["aufc_norm"]
-    lines = ["| method | k | AUROC logical | AUROC structural | AUROC mean | F1-max | fit s | predict s | nAUFC |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    metrics = ["image_auroc_logical", "image_auroc_structural", "image_auroc_mean", "f1_max"]
+    labels = ["AUROC logical", "AUROC structural", "AUROC mean", "F1-max"]
+    if pixel:
+        metrics, labels = metrics + ["pixel_auroc", "auspro_0.05"], labels + ["pixel AUROC", "AU-sPRO@0.05"]
+    header = ["method", "k", *labels, "fit s", "predict s", "nAUFC"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in shown[shown["k"] != "all"].iterrows():
         norm = aufc.get(row["method"])
-        lines.append(f"| {row['method']} | {row['k']} | {_pm(row, 'image_auroc_logical')} | "
-                     f"{_pm(row, 'image_auroc_structural')} | {_pm(row, 'image_auroc_mean')} | {_pm(row, 'f1_max')} | "
-                     f"{row['fit_s']:.1f} | {row['predict_s']:.1f} | "
-                     f"{'–' if norm is None or math.isnan(norm) else f'{norm:.3f}'} |")
+        cells = [row["method"], row["k"], *(_pm(row, m) for m in metrics), f"{row['fit_s']:.1f}",
+                 f"{row['predict_s']:.1f}", "–" if norm is None or math.isnan(norm) else f"{norm:.3f}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
 
@@ -59,16 +63,20 @@ def main() -> None:
     parser.add_argument("--title", required=True)
     parser.add_argument("--intro", default="")
     parser.add_argument("--parts", nargs="*", default=[], help="methods (folder names) whose score parts to list")
+    parser.add_argument("--pixel", action="store_true", help="add pixel AUROC and AU-sPRO@0.05 columns")
+    parser.add_argument("--outro", default="", help="text after the tables")
     args = parser.parse_args()
     board = pd.read_csv(args.run_dir / "leaderboard.csv", dtype={"k": str})
     lines = [f"## {args.title}", "", args.intro, "",
              f"Mean ± std (ddof=1) over seeds; category: {_shown_category(board)} "
              "(the mean over categories within each seed). fit/predict: seconds per cell.", "",
-             *method_table(board)]
+             *method_table(board, args.pixel)]
     if args.parts:
         parts = pd.read_csv(args.run_dir / "score_parts.csv")
         lines += ["", "Score parts (from the per-image score CSVs, `score_parts.csv`):", "",
                   *parts_table(parts, args.parts)]
+    if args.outro:
+        lines += ["", args.outro]
     write_section(args.section, "\n".join(lines))
     print(f"wrote section {args.section!r} of BENCHMARKS.md")
 
