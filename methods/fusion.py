@@ -42,7 +42,7 @@ class FusionConfig:
     views: int = 4  # augmented views per support image (statistics for trained members, and k = 1)
     # views of each left-out image scored with it, for k <= loo_views_max_k only. Chosen on the procedural data
     # (BENCHMARKS.md): at k = 2 leave-one-out gives two scores, and views lifted the fused mean AUROC from 0.700
-    # to 0.742; at k = 4 and 8 they lowered it (0.814 -> 0.794, 0.875 -> 0.847): their spread inflates the std
+    # to 0.742; at k = 4 and 8 they lowered it (0.814 -> 0.794, 0.874 -> 0.847): their spread inflates the std
     # of a logic-aware member (clip_logic) and shrinks its weight.
     loo_views: int = 4
     loo_views_max_k: int = 2
