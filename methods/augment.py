@@ -22,6 +22,14 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
+def rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each image [n,3,H,W] about its centre by angles [n] (radians), reflecting at the borders."""
+    cos, sin, zero = torch.cos(angles), torch.sin(angles), torch.zeros_like(angles)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # [n,2,3]
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # [n,H,W,2]
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
 def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """One random view of each image [n,3,H,W] in [0,1]; randomness only from `generator`."""
     n = images.shape[0]
@@ -35,10 +43,7 @@ def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Genera
         out = torch.where(flip.view(n, 1, 1, 1), out.flip(-2), out)
     if config.max_degrees > 0:
         angles = _uniform(n, -config.max_degrees, config.max_degrees, generator) * math.pi / 180
-        cos, sin = torch.cos(angles), torch.sin(angles)
-        theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)], 1)
-        grid = F.affine_grid(theta.to(device, out.dtype), list(out.shape), align_corners=False)
-        out = F.grid_sample(out, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        out = rotate(out, angles)
     if config.brightness > 0:
         out = out * _uniform(n, 1 - config.brightness, 1 + config.brightness, generator).to(device).view(n, 1, 1, 1)
     if config.contrast > 0:

@@ -1,7 +1,10 @@
-"""Small parts shared by every method: local aggregation of feature maps, nearest neighbours, map smoothing."""
+"""Small parts shared by every method: local aggregation of feature maps, nearest neighbours, map smoothing,
+torch's CPU thread count for a block."""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -54,3 +57,15 @@ def upsample_and_blur(patch_scores: torch.Tensor, size: tuple[int, int], sigma: 
     """Patch scores [b,h,w] -> anomaly maps [b,H,W]: bilinear upsampling then Gaussian blur."""
     maps = F.interpolate(patch_scores.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
     return gaussian_blur(maps, sigma)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run torch's CPU ops on `count` threads inside the block (None: leave the setting alone)."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

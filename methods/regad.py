@@ -45,6 +45,7 @@ Differences from REFERENCE.md §3 / the official code, and why:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -53,7 +54,6 @@ import os
 import re
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from methods.base import AuxiliaryCategory, FitContext, Prediction
-from methods.common import upsample_and_blur
+from methods.common import torch_threads, upsample_and_blur
 from methods.regad_modules import RegADNet, affine_from_params, cosine_lr, registration_loss, warp
 from methods.registry import register
 
@@ -118,17 +118,10 @@ def augment_support(images: torch.Tensor, config: RegADConfig) -> torch.Tensor:
     return torch.cat(views)
 
 
-@contextmanager
-def single_thread_on_cpu(device: torch.device) -> Iterator[None]:
+def single_thread_on_cpu(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Run torch single-threaded on the CPU for a while: batched small LAPACK calls (Cholesky, triangular
     solves of 176x176 matrices) are up to 25x slower with two OpenMP threads (bench/bench_regad.py)."""
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(1 if device.type == "cpu" else None)
 
 
 def fit_gaussian(embeddings: torch.Tensor, eps: float, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:

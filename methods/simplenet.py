@@ -52,7 +52,6 @@ Differences, with reasons:
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
@@ -60,9 +59,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.augment import rotate
 from methods.backbones import select_levels
 from methods.base import FitContext, Prediction
-from methods.common import upsample_and_blur
+from methods.common import torch_threads, upsample_and_blur
 from methods.registry import register
 
 
@@ -148,14 +148,6 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
     return (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]).unsqueeze(1)
 
 
-def _rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate each image [n,3,H,W] about its centre by angles [n] (radians), reflecting at the borders."""
-    cos, sin, zero = torch.cos(angles), torch.sin(angles), torch.zeros_like(angles)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # [n, 2, 3]
-    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # [n, H, W, 2]
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
 def augment(images: torch.Tensor, config: SimpleNetConfig, flips: bool, generator: torch.Generator) -> torch.Tensor:
     """One random view of each image [n,3,H,W] in [0,1]: flips, rotation, colour jitter; same shape, in [0,1]."""
     n = len(images)
@@ -173,7 +165,7 @@ def augment(images: torch.Tensor, config: SimpleNetConfig, flips: bool, generato
                                         for s in (config.brightness, config.contrast, config.saturation))
     out = torch.where(hflip, images.flip(-1), images)
     out = torch.where(vflip, out.flip(-2), out)
-    out = (_rotate(out, angles) * brightness).clamp(0, 1)
+    out = (rotate(out, angles) * brightness).clamp(0, 1)
     mean_grey = _grey(out).mean(dim=(2, 3), keepdim=True)  # [n, 1, 1, 1]
     out = ((out - mean_grey) * contrast + mean_grey).clamp(0, 1)
     grey = _grey(out)
@@ -206,18 +198,6 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> None:
 def truncated_l1_loss(true_scores: torch.Tensor, fake_scores: torch.Tensor, margin: float) -> torch.Tensor:
     """mean(relu(th - D(true))) + mean(relu(D(fake) + th)): zero once D separates the two by the margin."""
     return F.relu(margin - true_scores).mean() + F.relu(fake_scores + margin).mean()
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run torch's CPU ops on `count` threads inside the block (None: leave the setting alone)."""
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # ----------------------------------------------------------------------------------- method
