@@ -12,7 +12,6 @@ import argparse
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 
@@ -20,18 +19,11 @@ import methods.gcad  # noqa: F401  (registers "gcad")
 from methods.backbones import FeatureCache
 from methods.base import FitContext
 from methods.registry import build_config
-from submission.datasets.images import list_images, load_image
+from submission.datasets.images import ImageStore
 from submission.datasets.procedural import ensure_dataset
+from submission.datasets.readers import list_categories, read_category
+from submission.runner import DEFAULT_CACHE
 from submission.sampling import support_indices
-
-CACHE = Path(os.environ.get("FEWSHOT_AD_CACHE", Path.home() / ".cache" / "fewshot_ad")) / "procedural"
-
-
-def load_category(root: Path, category: str, size: int) -> tuple[list[Path], torch.Tensor]:
-    """The sorted train/good paths and every test image [n,3,size,size] of a category."""
-    tests = [path for kind in ("good", "logical_anomalies", "structural_anomalies")
-             for path in list_images(root / category / "test" / kind)]
-    return list_images(root / category / "train" / "good"), torch.stack([load_image(p, size)[0] for p in tests])
 
 
 def time_cell(spec: str, support: torch.Tensor, tests: torch.Tensor, category: str, seed: int,
@@ -59,18 +51,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    root = ensure_dataset(CACHE)
-    categories = sorted(path.name for path in root.iterdir() if (path / "train").is_dir())
+    root = ensure_dataset(DEFAULT_CACHE / "procedural")
+    store = ImageStore(256)
     load_before = os.getloadavg()[0]
     rows = []
     for spec in args.variants:
         features = FeatureCache(torch.device("cpu"))
-        for category in categories:
-            train, tests = load_category(root, category, 256)
+        for name in list_categories(root):
+            category = read_category(root, name, "loco")
+            tests = store.stack([item.path for item in category.test])
             for seed in args.seeds:
-                indices = support_indices(len(train), args.shots, seed)
-                support = torch.stack([load_image(train[i], 256)[0] for i in indices])
-                rows.append((spec, category, seed, time_cell(spec, support, tests, category, seed, features)))
+                indices = support_indices(len(category.train_good), args.shots, seed)
+                support = store.stack([category.train_good[i] for i in indices])
+                rows.append((spec, name, seed, time_cell(spec, support, tests, name, seed, features)))
     print(f"GCAD fit/predict per cell, k={args.shots}, 256 px, preset offline, {platform.machine()}, "
           f"{os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s), "
           f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}\n")
