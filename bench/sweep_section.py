@@ -13,25 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from bench.markdown import write_section
-from leaderboard.aggregate import OVERALL
-
-
-def _pm(row: pd.Series, column: str) -> str:
-    value, std = row.get(column), row.get(f"{column}_std")
-    if value is None or pd.isna(value):
-        return "–"
-    return f"{value:.3f}" if std is None or pd.isna(std) else f"{value:.3f} ± {std:.3f}"
-
-
-def _shown_category(board: pd.DataFrame) -> str:
-    categories = [c for c in board["category"].unique() if c != OVERALL]
-    return OVERALL if len(categories) > 1 else categories[0]
+from leaderboard.render import format_value, shown_categories
 
 
 def method_table(board: pd.DataFrame, pixel: bool = False) -> list[str]:
     """method x k rows: image AUROC logical / structural / mean and F1-max (with `pixel`: pixel AUROC and
     AU-sPRO@0.05), timings, then the normalised AUFC."""
-    shown = board[board["category"] == _shown_category(board)]
+    shown = board[board["category"] == shown_categories(board)[0]]
     aufc = shown[shown["k"] == "all"].set_index("method")["aufc_norm"]
     metrics = ["image_auroc_logical", "image_auroc_structural", "image_auroc_mean", "f1_max"]
     labels = ["AUROC logical", "AUROC structural", "AUROC mean", "F1-max"]
@@ -41,7 +29,7 @@ def method_table(board: pd.DataFrame, pixel: bool = False) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in shown[shown["k"] != "all"].iterrows():
         norm = aufc.get(row["method"])
-        cells = [row["method"], row["k"], *(_pm(row, m) for m in metrics), f"{row['fit_s']:.1f}",
+        cells = [row["method"], row["k"], *(format_value(row, m) for m in metrics), f"{row['fit_s']:.1f}",
                  f"{row['predict_s']:.1f}", "–" if norm is None or math.isnan(norm) else f"{norm:.3f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
@@ -49,9 +37,10 @@ def method_table(board: pd.DataFrame, pixel: bool = False) -> list[str]:
 
 def parts_table(parts: pd.DataFrame, methods: list[str]) -> list[str]:
     """Score parts (branches, fusion members) of the chosen methods: AUROC logical / structural."""
-    shown = parts[(parts["category"] == _shown_category(parts)) & parts["method"].isin(methods)]
+    shown = parts[(parts["category"] == shown_categories(parts)[0]) & parts["method"].isin(methods)]
     lines = ["| method | k | part | AUROC logical | AUROC structural |", "|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['k']} | `{r['part']}` | {_pm(r, 'auroc_logical')} | {_pm(r, 'auroc_structural')} |"
+    lines += [f"| {r['method']} | {r['k']} | `{r['part']}` | {format_value(r, 'auroc_logical')} | "
+              f"{format_value(r, 'auroc_structural')} |"
               for _, r in shown.iterrows()]
     return lines
 
@@ -68,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     board = pd.read_csv(args.run_dir / "leaderboard.csv", dtype={"k": str})
     lines = [f"## {args.title}", "", args.intro, "",
-             f"Mean ± std (ddof=1) over seeds; category: {_shown_category(board)} "
+             f"Mean ± std (ddof=1) over seeds; category: {shown_categories(board)[0]} "
              "(the mean over categories within each seed). fit/predict: seconds per cell.", "",
              *method_table(board, args.pixel)]
     if args.parts:

@@ -15,7 +15,14 @@ SHOWN = (("f1_max", "F1-max"), ("image_auroc", "AUROC"), ("image_auroc_logical",
          ("fit_s", "fit s"), ("predict_s", "pred s"))
 
 
-def _cell(row: pd.Series, column: str) -> str:
+def shown_categories(table: pd.DataFrame) -> list[str]:
+    """The categories a table is shown for: `overall` first when there are several, then each one."""
+    categories = [c for c in table["category"].unique() if c != OVERALL]
+    return ([OVERALL] if len(categories) > 1 else []) + categories
+
+
+def format_value(row: pd.Series, column: str) -> str:
+    """`value ± std` of a column (1 decimal for seconds, 3 otherwise); `–` where it does not apply."""
     value = row.get(column)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -39,15 +46,14 @@ def table_rows(board: pd.DataFrame, category: str) -> tuple[list[str], list[list
         if summary is not None and not pd.isna(summary["aufc"]):
             aufc_text = f"{summary['aufc']:.3f} ({summary['aufc_norm']:.3f})"
         rows.append([row["method"], row["preset"], str(row["k"]), str(int(row["n_seeds"])),
-                     *(_cell(row, column) for column, _ in SHOWN), aufc_text])
+                     *(format_value(row, column) for column, _ in SHOWN), aufc_text])
     return header, rows
 
 
 def print_tables(board: pd.DataFrame, statuses: pd.DataFrame, console: Console | None = None) -> None:
     """The overall table and one table per category, in the terminal; then skipped/failed cells."""
     console = console or Console()
-    categories = [c for c in board["category"].unique() if c != OVERALL]
-    for category in ([OVERALL] if len(categories) > 1 else []) + categories:
+    for category in shown_categories(board):
         header, rows = table_rows(board, category)
         table = Table(title=f"{category} (mean ± std over seeds)", title_justify="left")
         for name in header:
@@ -66,8 +72,7 @@ def markdown_report(board: pd.DataFrame, statuses: pd.DataFrame, figures: dict[s
              "The numbers are those of `leaderboard.csv`.", ""]
     for title, figure in figures.items():
         lines += [f"## {title}", "", f"![{title}]({figure})" if figure and figure.endswith(".png") else f"_{figure}_", ""]
-    categories = [c for c in board["category"].unique() if c != OVERALL]
-    for category in ([OVERALL] if len(categories) > 1 else []) + categories:
+    for category in shown_categories(board):
         header, rows = table_rows(board, category)
         lines += [f"## {category}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -84,11 +89,10 @@ PART_SHOWN = (("auroc_logical", "AUROC log."), ("auroc_structural", "AUROC str."
 
 def score_part_rows(parts: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and text rows of the score-parts table (overall when there are several categories)."""
-    categories = [c for c in parts["category"].unique() if c != OVERALL]
-    shown = parts[parts["category"] == (OVERALL if len(categories) > 1 else categories[0])]
+    shown = parts[parts["category"] == shown_categories(parts)[0]]
     header = ["method", "k", "part", "seeds", *(label for _, label in PART_SHOWN)]
     rows = [[row["method"], str(row["k"]), row["part"], str(int(row["n_seeds"])),
-             *(_cell(row, column) for column, _ in PART_SHOWN)] for _, row in shown.iterrows()]
+             *(format_value(row, column) for column, _ in PART_SHOWN)] for _, row in shown.iterrows()]
     return header, rows
 
 

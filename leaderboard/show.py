@@ -1,8 +1,10 @@
 """`python -m leaderboard show|report RUN_DIR`: aggregate a run folder, write leaderboard.csv, report.md, figures."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 
 from leaderboard.aggregate import aggregate, read_results, status_counts
@@ -11,12 +13,26 @@ from leaderboard.render import markdown_report, markdown_score_parts, print_scor
 from leaderboard.score_parts import aggregate_score_parts, read_score_parts
 
 
-def write_report(run_dir: Path) -> Path:
+@dataclass(frozen=True)
+class RunTables:
+    """What a run folder aggregates to: its results, the leaderboard, the score-parts table."""
+
+    results: pd.DataFrame
+    board: pd.DataFrame
+    parts: pd.DataFrame
+
+    @classmethod
+    def read(cls, run_dir: Path) -> "RunTables":
+        results = read_results(run_dir)
+        return cls(results, aggregate(results), aggregate_score_parts(read_score_parts(run_dir)))
+
+
+def write_report(run_dir: Path, tables: RunTables | None = None) -> Path:
     """Write leaderboard.csv, score_parts.csv (when methods wrote score parts), report.md and plots/*.png
     of a run folder; returns report.md."""
     run_dir = Path(run_dir)
-    results = read_results(run_dir)
-    board = aggregate(results)
+    tables = tables or RunTables.read(run_dir)
+    board = tables.board
     board.to_csv(run_dir / "leaderboard.csv", index=False, float_format="%.6f")
     plots = run_dir / "plots"
     drawn = {
@@ -27,11 +43,10 @@ def write_report(run_dir: Path) -> Path:
     notes = {"Worst false positive and false negative per method": "no anomaly maps in this run: rerun with --save-maps"}
     figures = {title: str(path.relative_to(run_dir)) if path else notes.get(title, "nothing to draw")
                for title, path in drawn.items()}
-    report = markdown_report(board, status_counts(results), figures)
-    parts = aggregate_score_parts(read_score_parts(run_dir))
-    if not parts.empty:
-        parts.to_csv(run_dir / "score_parts.csv", index=False, float_format="%.6f")
-        report += "\n" + markdown_score_parts(parts)
+    report = markdown_report(board, status_counts(tables.results), figures)
+    if not tables.parts.empty:
+        tables.parts.to_csv(run_dir / "score_parts.csv", index=False, float_format="%.6f")
+        report += "\n" + markdown_score_parts(tables.parts)
     target = run_dir / "report.md"
     target.write_text(report)
     return target
@@ -40,11 +55,10 @@ def write_report(run_dir: Path) -> Path:
 def show(run_dir: Path, console: Console | None = None) -> Path:
     """Write the report files of a run folder and print its tables; returns leaderboard.csv."""
     console = console or Console()
-    write_report(run_dir)
-    results = read_results(run_dir)
-    print_tables(aggregate(results), status_counts(results), console)
-    parts = aggregate_score_parts(read_score_parts(run_dir))
-    if not parts.empty:
-        print_score_parts(parts, console)
+    tables = RunTables.read(Path(run_dir))
+    write_report(run_dir, tables)
+    print_tables(tables.board, status_counts(tables.results), console)
+    if not tables.parts.empty:
+        print_score_parts(tables.parts, console)
     console.print(f"[dim]leaderboard.csv, score_parts.csv, report.md and plots/ written in {run_dir}[/dim]")
     return Path(run_dir) / "leaderboard.csv"
