@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from leaderboard.columns import METRIC_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS
-from submission.evaluation import aufc
+from metrics import aufc
 
 OVERALL = "overall"
 SUMMARY_COLUMNS = ("method", "preset", "category", "k", "n_seeds")

@@ -16,7 +16,7 @@ from leaderboard.aggregate import OVERALL
 from leaderboard.columns import SCORE_COLUMNS
 from submission.datasets.readers import LOCO_KINDS
 from submission.datasets.records import LOGICAL, STRUCTURAL
-from submission.evaluation import image_auroc
+from metrics import image_auroc
 
 CELL_FOLDER = re.compile(r"k(\d+)_s(-?\d+)")
 SUBSETS = (("auroc", None), ("auroc_logical", LOGICAL), ("auroc_structural", STRUCTURAL))

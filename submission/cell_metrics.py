@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from submission import evaluation as ev
+import metrics as ev
 from submission.datasets.images import load_mask
 from submission.datasets.records import LOGICAL, STRUCTURAL, Category, TestItem
 

@@ -1,4 +1,4 @@
-"""Tests for submission.evaluation (pure metric functions)."""
+"""Tests for the pure metric functions (metrics package)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import f1_score, roc_auc_score
 
-from submission.evaluation import aufc, aupro, auspro, f1_max, image_auroc, pixel_auroc
+from metrics import aufc, aupro, auspro, f1_max, image_auroc, pixel_auroc
 
 SEEDS = [0, 1, 2, 3, 4]
 

@@ -1,0 +1,8 @@
+"""Pure anomaly-detection metrics: arrays in, numbers out, no state and no knowledge of run folders.
+
+Imported by `submission` (per-cell metrics) and `leaderboard` (AUFC, score parts), which never import
+each other.
+"""
+from metrics.scores import aufc, aupro, auspro, f1_max, image_auroc, pixel_auroc
+
+__all__ = ["aufc", "aupro", "auspro", "f1_max", "image_auroc", "pixel_auroc"]
