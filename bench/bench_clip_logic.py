@@ -22,8 +22,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import methods.clip_logic  # noqa: E402,F401  (registers clip_logic)
 from methods.backbones import FeatureCache  # noqa: E402
-from methods.base import FitContext  # noqa: E402
-from methods.registry import build_config  # noqa: E402
+from methods.cell import CellSetting, fit_method  # noqa: E402
+from methods.registry import build_variant  # noqa: E402
 from submission.datasets.procedural import ProceduralConfig, render_sample  # noqa: E402
 
 
@@ -37,15 +37,12 @@ def _images(category: str, split: str, count: int, size: int) -> torch.Tensor:
 def time_preset(preset: str, supports: tuple[torch.Tensor, torch.Tensor], test: torch.Tensor, category: str,
                 batch: int) -> dict:
     """Seconds for the first fit (tower build + text), a fit on other support images, and per test image."""
-    entry, config = build_config("clip_logic", preset)
+    variant = build_variant("clip_logic", preset)
     features = FeatureCache(torch.device("cpu"), pretrained=preset == "offline")  # paper: random CLIP weights
+    setting = CellSetting(category, 0, torch.device("cpu"), features)
     def fit(support: torch.Tensor) -> tuple[object, float]:
-        method = entry.factory(config)
-        torch.manual_seed(0)
-        start = time.perf_counter()
-        method.fit(support, category=category,
-                   context=FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), features))
-        return method, time.perf_counter() - start
+        fitted = fit_method(variant, support, setting)
+        return fitted.method, fitted.fit_s
     _, first_fit = fit(supports[0])  # builds the tower / backbone, encodes the prompts (cached afterwards)
     method, fit_s = fit(supports[1])  # a later cell: new support images, prompts cached
     def predict() -> float:

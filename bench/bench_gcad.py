@@ -17,8 +17,8 @@ import torch
 
 import methods.gcad  # noqa: F401  (registers "gcad")
 from methods.backbones import FeatureCache
-from methods.base import FitContext
-from methods.registry import build_config
+from methods.cell import CellSetting, fit_method
+from methods.registry import build_variant
 from submission.datasets.images import ImageStore
 from submission.datasets.procedural import ensure_dataset
 from submission.datasets.readers import list_categories, read_category
@@ -29,13 +29,9 @@ from submission.sampling import support_indices
 def time_cell(spec: str, support: torch.Tensor, tests: torch.Tensor, category: str, seed: int,
               features: FeatureCache) -> dict[str, float]:
     """Fit one cell and predict its test images; wall and process CPU seconds."""
-    entry, config = build_config(spec, "offline")
-    method = entry.factory(config)
-    torch.manual_seed(seed)
-    context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(seed), features)
-    wall, cpu = time.perf_counter(), time.process_time()
-    method.fit(support, category=category, context=context)
-    fit_s, fit_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+    cpu = time.process_time()
+    fitted = fit_method(build_variant(spec, "offline"), support, CellSetting(category, seed, torch.device("cpu"), features))
+    method, fit_s, fit_cpu_s = fitted.method, fitted.fit_s, time.process_time() - cpu
     wall = time.perf_counter()
     with torch.no_grad():
         for start in range(0, len(tests), 16):

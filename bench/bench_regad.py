@@ -22,10 +22,9 @@ import torch
 
 import methods.regad  # noqa: F401  (registers "regad")
 from methods.backbones import FeatureCache
-from methods.base import FitContext
+from methods.cell import CellSetting, fit_method
 from methods.regad import fit_gaussian, mahalanobis_map, single_thread_on_cpu
-from methods.registry import build_config
-from submission.config import RunConfig
+from methods.registry import build_config, build_variant
 from submission.datasets.images import ImageStore
 from submission.datasets.procedural import ensure_dataset
 from submission.datasets.readers import list_categories, read_category
@@ -45,7 +44,7 @@ def _since(start: tuple[float, float]) -> tuple[float, float]:
 def bench_category(spec: str, preset: str, root: Path, name: str, shots: int, seeds: tuple[int, int],
                    device: torch.device, artifacts: Path) -> dict:
     """Two cells of one category: the first meta-trains (and saves), the second loads the saved model."""
-    entry, config = build_config(spec, preset)
+    variant = build_variant(spec, preset)
     store = ImageStore(256)
     category = read_category(root, name, "loco")
     test = torch.stack([store.get(item.path)[0] for item in category.test])
@@ -53,12 +52,10 @@ def bench_category(spec: str, preset: str, root: Path, name: str, shots: int, se
     row: dict = {"category": name, "test_images": len(test)}
     for cell, seed in enumerate(seeds):
         support = store.stack([category.train_good[i] for i in support_indices(len(category.train_good), shots, seed)])
-        auxiliary = lambda: auxiliary_categories(config.source, category, RunConfig(), store)  # noqa: E731
-        method = entry.factory(config)
-        torch.manual_seed(seed)
-        context = FitContext(device, torch.Generator().manual_seed(seed), features, auxiliary, artifacts)
+        setting = CellSetting(name, seed, device, features, artifacts,
+                              lambda source: auxiliary_categories(source, category, "loco", store))
         start = _clock()
-        method.fit(support.to(device), category=name, context=context)
+        method = fit_method(variant, support, setting).method
         fit_wall, fit_cpu = _since(start)
         start = _clock()
         with torch.no_grad():

@@ -19,8 +19,8 @@ import torch
 
 import methods.simplenet  # noqa: F401  (registers "simplenet")
 from methods.backbones import FeatureCache
-from methods.base import FitContext
-from methods.registry import build_config
+from methods.cell import CellSetting, fit_method
+from methods.registry import build_variant
 from submission.datasets.images import ImageStore
 from submission.datasets.procedural import ensure_dataset
 from submission.datasets.readers import list_categories, read_category
@@ -31,16 +31,14 @@ from submission.sampling import support_indices
 def time_cell(spec: str, preset: str, support: torch.Tensor, test: torch.Tensor, seed: int,
               device: torch.device, batch_size: int) -> dict[str, float]:
     """Fit and predict one cell; wall and CPU seconds of each stage."""
-    entry, config = build_config(spec, preset)
-    method = entry.factory(config)
+    variant = build_variant(spec, preset)
     cache = FeatureCache(device)
-    cache.extractor(config.backbone)  # weight loading is not part of a cell
-    torch.manual_seed(seed)
-    context = FitContext(device, torch.Generator().manual_seed(seed), cache)
+    cache.extractor(variant.config.backbone)  # weight loading is not part of a cell
     timings: dict[str, float] = {}
-    wall, cpu = time.perf_counter(), time.process_time()
-    method.fit(support.to(device), category="bench", context=context)
-    timings.update(fit_s=time.perf_counter() - wall, fit_cpu_s=time.process_time() - cpu)
+    cpu = time.process_time()
+    fitted = fit_method(variant, support, CellSetting("bench", seed, device, cache))
+    method = fitted.method
+    timings.update(fit_s=fitted.fit_s, fit_cpu_s=time.process_time() - cpu)
     for label in ("cold", "warm"):  # the first pass fills the feature cache
         wall = time.perf_counter()
         with torch.no_grad():

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from bench.markdown import write_section
+from runfolder.schema import RunPaths
 
 
 def main() -> None:
@@ -38,8 +39,8 @@ def main() -> None:
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        results = pd.read_csv(out / "results.csv")
-        config = json.loads((out / "config.json").read_text())
+        results = pd.read_csv(RunPaths(out).results)
+        config = json.loads(RunPaths(out).config.read_text())
     ok = results[results.status == "ok"]
     n_test = ok.n_good + ok.n_logical.fillna(0) + ok.n_structural.fillna(0)
     ok = ok.assign(images_per_s=n_test / ok.predict_s)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.markdown import write_section
 from leaderboard.render import format_value, shown_categories
+from runfolder.schema import RunPaths
 
 
 def method_table(board: pd.DataFrame, pixel: bool = False) -> list[str]:
@@ -55,13 +56,13 @@ def main() -> None:
     parser.add_argument("--pixel", action="store_true", help="add pixel AUROC and AU-sPRO@0.05 columns")
     parser.add_argument("--outro", default="", help="text after the tables")
     args = parser.parse_args()
-    board = pd.read_csv(args.run_dir / "leaderboard.csv", dtype={"k": str})
+    board = pd.read_csv(RunPaths(args.run_dir).leaderboard, dtype={"k": str})
     lines = [f"## {args.title}", "", args.intro, "",
              f"Mean ± std (ddof=1) over seeds; category: {shown_categories(board)[0]} "
              "(the mean over categories within each seed). fit/predict: seconds per cell.", "",
              *method_table(board, args.pixel)]
     if args.parts:
-        parts = pd.read_csv(args.run_dir / "score_parts.csv")
+        parts = pd.read_csv(RunPaths(args.run_dir).score_parts)
         lines += ["", "Score parts (from the per-image score CSVs, `score_parts.csv`):", "",
                   *parts_table(parts, args.parts)]
     if args.outro:

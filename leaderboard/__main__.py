@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             show(merge(args.out, args.runs), console)
         else:
             print_comparison(compare(args.run_a, args.run_b), console)
-    except (FileNotFoundError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+    except (OSError, ValueError) as error:  # RunFolderError (a ValueError): a missing or malformed run-folder file
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         return 2
     return 0
 

@@ -5,29 +5,37 @@ the trapezoidal area of that mean F1 over the actual k values (normalised by k_m
 """
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from leaderboard.columns import METRIC_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS
 from metrics import aufc
+from runfolder.reading import read_results_file
+from runfolder.schema import CELL_KEY, METRIC_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS, RunPaths
 
 OVERALL = "overall"
 SUMMARY_COLUMNS = ("method", "preset", "category", "k", "n_seeds")
 AGGREGATED = METRIC_COLUMNS + TIMING_COLUMNS
+MISSING = "missing_cells"  # last column of leaderboard.csv: cells of the row's scope without an ok row
 
 
 def read_results(run_dir: Path) -> pd.DataFrame:
-    """results.csv of a run folder with its stable columns; the latest row wins per cell."""
-    path = Path(run_dir) / "results.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no results.csv in this run folder")
-    frame = pd.read_csv(path, dtype={"method": str, "preset": str, "category": str, "status": str})
-    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    return frame.drop_duplicates(subset=["method", "preset", "category", "k", "seed"], keep="last")
+    """results.csv of a run folder with its stable columns; the latest row wins per cell.
+
+    A malformed file is a `RunFolderError` (a ValueError) naming the file and line; a last row cut
+    short by a crash is left out with a one-line warning on stderr (the next resume reruns its cell)."""
+    table = read_results_file(RunPaths(Path(run_dir)).results)
+    if table.torn_text is not None:
+        print(f"warning: {table.path}, line {table.torn_line}: the last row was cut short (a crash while it was "
+              "written); left out", file=sys.stderr)
+    if not table.rows:
+        return pd.DataFrame(columns=list(RESULT_COLUMNS))
+    frame = pd.read_csv(io.StringIO(table.complete_text),
+                        dtype={"method": str, "preset": str, "category": str, "status": str})
+    return frame.drop_duplicates(subset=list(CELL_KEY), keep="last")
 
 
 def _seed_stats(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -42,8 +50,9 @@ def aggregate(results: pd.DataFrame) -> pd.DataFrame:
     """leaderboard.csv: one row per (method, preset, category|overall, k), then one k='all' row per
     (method, preset, category|overall) with the average F1 over k, AUFC and normalised AUFC."""
     ok = results[results["status"] == "ok"].copy()
+    columns = [*SUMMARY_COLUMNS, "aufc", "aufc_norm", *[c for m in AGGREGATED for c in (m, f"{m}_std")], MISSING]
     if ok.empty:
-        return pd.DataFrame(columns=[*SUMMARY_COLUMNS, *AGGREGATED])
+        return pd.DataFrame(columns=columns)
     per_category = _seed_stats(ok, ["method", "preset", "category", "k"])
     # overall: mean over categories within each seed, then mean/std over seeds
     per_seed = ok.groupby(["method", "preset", "k", "seed"])[list(AGGREGATED)].mean().reset_index()
@@ -60,8 +69,7 @@ def aggregate(results: pd.DataFrame) -> pd.DataFrame:
                           "aufc": value, "aufc_norm": normalised})
     table["k"] = table["k"].astype(int).astype(str)
     table = pd.concat([table, pd.DataFrame(summaries)], ignore_index=True)
-    columns = [*SUMMARY_COLUMNS, "aufc", "aufc_norm",
-               *[c for m in AGGREGATED for c in (m, f"{m}_std")]]
+    table[MISSING] = _missing_cells(results, table)
     table = table.reindex(columns=columns)
     order = {"overall": 1}
     table["_cat"] = table["category"].map(lambda c: order.get(c, 0))
@@ -69,6 +77,45 @@ def aggregate(results: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["method", "preset", "_cat", "category", "_k"]).drop(columns=["_cat", "_k"]).reset_index(drop=True)
 
 
+class Grid:
+    """The cells a results table should hold: its categories x k values x seeds (the union over all its
+    rows, whatever their method or status) for each (method, preset), and which of them are ok."""
+
+    def __init__(self, results: pd.DataFrame) -> None:
+        self.categories = sorted(set(results["category"].astype(str)))
+        self.ks = sorted(set(results["k"].astype(int)))
+        self.seeds = sorted(set(results["seed"].astype(int)))
+        columns = (results["method"], results["preset"], results["category"].astype(str), results["k"].astype(int),
+                   results["seed"].astype(int), results["status"])
+        self.status = {(m, p, c, k, s): status for m, p, c, k, s, status in zip(*columns)}
+
+    def missing(self, method: str, preset: str, categories: list[str], ks: list[int]) -> int:
+        """Cells of these categories and k values (every seed) without an ok row."""
+        return sum(self.status.get((method, preset, c, k, s)) != "ok"
+                   for c in categories for k in ks for s in self.seeds)
+
+
+def _missing_cells(results: pd.DataFrame, table: pd.DataFrame) -> list[int]:
+    """Per leaderboard row, how many cells of its scope have no ok row: a category row covers its k (or
+    every k for k='all') over every seed; an `overall` row covers every category. 0 = complete."""
+    grid = Grid(results)
+    counts = []
+    for row in table.itertuples(index=False):
+        categories = grid.categories if row.category == OVERALL else [row.category]
+        ks = grid.ks if row.k == "all" else [int(row.k)]
+        counts.append(grid.missing(row.method, row.preset, categories, ks))
+    return counts
+
+
 def status_counts(results: pd.DataFrame) -> pd.DataFrame:
-    """Cells per (method, preset, status): skipped or failed methods stay visible."""
-    return results.groupby(["method", "preset", "status"]).size().rename("cells").reset_index()
+    """Cells per (method, preset, status): skipped or failed methods stay visible, and cells of the grid
+    (categories x k x seeds of the whole table) with no row at all count as `missing`."""
+    counts = results.groupby(["method", "preset", "status"]).size().rename("cells").reset_index()
+    if results.empty:
+        return counts
+    grid = Grid(results)
+    expected = len(grid.categories) * len(grid.ks) * len(grid.seeds)
+    present = results.drop_duplicates(list(CELL_KEY)).groupby(["method", "preset"]).size()
+    absent = [{"method": m, "preset": p, "status": "missing", "cells": expected - n}
+              for (m, p), n in present.items() if expected > n]
+    return pd.concat([counts, pd.DataFrame(absent, columns=counts.columns)], ignore_index=True) if absent else counts

@@ -1,7 +1,6 @@
 """The report's PNG figures: the VAND F1-vs-k curve, AUROC bars per category, anomaly-map overlays."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,8 @@ import pandas as pd
 from PIL import Image
 
 from leaderboard.aggregate import OVERALL
+from runfolder.reading import read_json
+from runfolder.schema import RunPaths, cell_name
 
 
 def _pyplot():
@@ -84,22 +85,26 @@ def worst_cases(scores: pd.DataFrame) -> dict[str, pd.Series]:
 def plot_overlays(run_dir: Path, path: Path) -> Path | None:
     """Grid: per method (rows) its worst false positive and false negative, image with its anomaly map.
 
-    Uses the largest k and first seed of each method; needs a run made with --save-maps."""
-    maps_root = run_dir / "maps"
-    if not maps_root.is_dir():
+    Uses the largest k and first seed of each method; needs a run made with --save-maps. The image is
+    the score CSV's `path` (relative to the dataset root, any format and extension)."""
+    paths = RunPaths(Path(run_dir))
+    cells = [c for c in paths.map_cells() if c[3]]
+    if not cells:
         return None
-    config = json.loads((run_dir / "config.json").read_text())
-    data_root = Path(config["data"])
+    data_root = Path(read_json(paths.config).get("data") or ".")
     panels = []
-    for variant_dir in sorted(p for p in maps_root.iterdir() if p.is_dir()):
-        cells = sorted(variant_dir.iterdir(), key=lambda p: (-int(p.name[1:].split("_s")[0]), p.name))
-        cell = cells[0]
-        category = sorted(p.name for p in cell.iterdir())[0]
-        scores = pd.read_csv(run_dir / "scores" / variant_dir.name / cell.name / f"{category}.csv")
+    for variant in sorted({c[0] for c in cells}):
+        _, k, seed, categories = min((c for c in cells if c[0] == variant), key=lambda c: (-c[1], cell_name(c[1], c[2])))
+        category = categories[0]
+        scores_csv = paths.scores(variant, k, seed, category)
+        if not scores_csv.is_file():
+            continue
+        scores = pd.read_csv(scores_csv, dtype={"image": str, "kind": str, "path": str})
         for title, row in worst_cases(scores).items():
-            panels.append((f"{variant_dir.name} {cell.name} {category}\n{title}: {row['image']} ({row['score']:.3g})",
-                           data_root / category / "test" / f"{row['image']}.png",
-                           cell / category / "test" / f"{row['image']}.tiff"))
+            map_path = paths.map(variant, k, seed, category, row["image"])
+            if map_path.is_file():
+                panels.append((f"{variant} {cell_name(k, seed)} {category}\n{title}: {row['image']} ({row['score']:.3g})",
+                               test_image(data_root, category, row), map_path))
     if not panels:
         return None
     plt = _pyplot()
@@ -110,11 +115,24 @@ def plot_overlays(run_dir: Path, path: Path) -> Path | None:
         axis.axis("off")
     for axis, (title, image_path, map_path) in zip(axes.flat, panels):
         anomaly_map = np.asarray(Image.open(map_path), dtype=np.float32)
-        if image_path.is_file():
+        if image_path is not None and image_path.is_file():
             axis.imshow(np.asarray(Image.open(image_path).convert("RGB").resize(anomaly_map.shape[::-1])))
         axis.imshow(anomaly_map, cmap="jet", alpha=0.45)
         axis.set_title(title, fontsize=7)
     return _save(figure, path, plt)
+
+
+def test_image(data_root: Path, category: str, row: pd.Series) -> Path | None:
+    """The test image of a score CSV row: its `path` under the dataset root; for score CSVs written before
+    that column, the file named by its id (`<defect>/<stem>`) with whatever extension it has."""
+    relative = row.get("path")
+    if isinstance(relative, str) and relative:
+        return data_root / relative
+    for folder in (data_root / category / "test", data_root / category):  # LOCO / MVTec, then the folder layout
+        found = sorted(p for p in (folder / row["image"]).parent.glob(f"{Path(row['image']).name}.*") if p.is_file())
+        if found:
+            return found[0]
+    return None
 
 
 def _save(figure, path: Path, plt) -> Path:

@@ -1,35 +1,44 @@
 """`python -m leaderboard merge OUT RUN...`: one run folder from shards (`--shard i/n`) of the same grid."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from leaderboard.columns import CELL_KEY, RESULT_COLUMNS
+from runfolder.reading import RunFolderError, read_json, read_results_file
+from runfolder.schema import ARTIFACTS_DIR, CELL_KEY, MAPS_DIR, RESULT_COLUMNS, SCORES_DIR, RunPaths
 
 
 def merge(out: Path, runs: list[Path]) -> Path:
     """Concatenate results (the last ok row wins per cell), union manifests, copy scores, maps and artifacts."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    target = RunPaths(Path(out))
+    if target.root.exists() and not target.root.is_dir():
+        raise RunFolderError(f"{target.root}: exists and is not a folder")
     frames, manifest = [], {}
-    for run in map(Path, runs):
-        if not (run / "results.csv").is_file():
-            raise FileNotFoundError(f"{run}: no results.csv in this run folder")
-        frames.append(pd.read_csv(run / "results.csv", dtype=str, keep_default_na=False))
-        for category, cells in json.loads((run / "manifest.json").read_text()).items():
+    sources = [RunPaths(Path(run)) for run in runs]
+    for run in sources:
+        table = read_results_file(run.results)
+        if table.torn_text is not None:
+            print(f"warning: {table.path}, line {table.torn_line}: the last row was cut short; left out", file=sys.stderr)
+        frames.append(pd.read_csv(io.StringIO(table.complete_text), dtype=str, keep_default_na=False)
+                      if table.rows else pd.DataFrame(columns=list(RESULT_COLUMNS), dtype=str))
+        for category, cells in read_json(run.manifest, required=False).items():
             manifest.setdefault(category, {}).update(cells)
-        for folder in ("scores", "maps", "artifacts"):
-            if (run / folder).is_dir():
-                shutil.copytree(run / folder, out / folder, dirs_exist_ok=True)
+    config = read_json(sources[0].config)
+    target.root.mkdir(parents=True, exist_ok=True)
+    for run in sources:
+        for folder in (SCORES_DIR, MAPS_DIR, ARTIFACTS_DIR):
+            if (run.root / folder).is_dir():
+                shutil.copytree(run.root / folder, target.root / folder, dirs_exist_ok=True)
     results = pd.concat(frames, ignore_index=True)
     results["_ok"] = results["status"] == "ok"
     results = results.sort_values("_ok", kind="stable").drop_duplicates(list(CELL_KEY), keep="last")
-    results.drop(columns="_ok").reindex(columns=RESULT_COLUMNS).to_csv(out / "results.csv", index=False)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    config = json.loads((Path(runs[0]) / "config.json").read_text())
+    results.drop(columns="_ok").reindex(columns=RESULT_COLUMNS).to_csv(target.results, index=False)
+    target.manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     config["merged_from"] = [str(r) for r in runs]
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    return out
+    target.config.write_text(json.dumps(config, indent=2, sort_keys=True))
+    return target.root

@@ -8,7 +8,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from leaderboard.aggregate import OVERALL
+from leaderboard.aggregate import MISSING, OVERALL
 
 SHOWN = (("f1_max", "F1-max"), ("image_auroc", "AUROC"), ("image_auroc_logical", "AUROC log."),
          ("image_auroc_structural", "AUROC str."), ("pixel_auroc", "pix AUROC"), ("auspro_0.05", "sPRO@.05"),
@@ -34,8 +34,15 @@ def format_value(row: pd.Series, column: str) -> str:
     return text
 
 
+def _missing_note(row: pd.Series | None) -> str:
+    """` (n missing)` for a row whose scope lacks ok cells (its mean is over an incomplete set)."""
+    missing = 0 if row is None else row.get(MISSING, 0)
+    return f" ({int(missing)} missing)" if missing and not pd.isna(missing) else ""
+
+
 def table_rows(board: pd.DataFrame, category: str) -> tuple[list[str], list[list[str]]]:
-    """Header and text rows of one category's table (k rows per method, plus AUFC)."""
+    """Header and text rows of one category's table (k rows per method, plus AUFC); a row or AUFC over an
+    incomplete set of cells says how many are missing."""
     header = ["method", "preset", "k", "seeds", *(label for _, label in SHOWN), "AUFC (norm.)"]
     rows = []
     aufc_rows = board[(board["category"] == category) & (board["k"] == "all")].set_index(["method", "preset"])
@@ -44,8 +51,8 @@ def table_rows(board: pd.DataFrame, category: str) -> tuple[list[str], list[list
         summary = aufc_rows.loc[key] if key in aufc_rows.index else None
         aufc_text = "–"
         if summary is not None and not pd.isna(summary["aufc"]):
-            aufc_text = f"{summary['aufc']:.3f} ({summary['aufc_norm']:.3f})"
-        rows.append([row["method"], row["preset"], str(row["k"]), str(int(row["n_seeds"])),
+            aufc_text = f"{summary['aufc']:.3f} ({summary['aufc_norm']:.3f}){_missing_note(summary)}"
+        rows.append([row["method"], row["preset"], str(row["k"]), f"{int(row['n_seeds'])}{_missing_note(row)}",
                      *(format_value(row, column) for column, _ in SHOWN), aufc_text])
     return header, rows
 
@@ -64,6 +71,17 @@ def print_tables(board: pd.DataFrame, statuses: pd.DataFrame, console: Console |
     bad = statuses[statuses["status"] != "ok"]
     for _, row in bad.iterrows():
         console.print(f"[yellow]{row['method']} ({row['preset']}): {row['cells']} cells {row['status']}[/yellow]")
+    console.print(cell_summary(statuses), highlight=False)
+
+
+def cell_summary(statuses: pd.DataFrame) -> str:
+    """One line: how many cells are ok, failed, skipped (and missing: no row at all)."""
+    totals = statuses.groupby("status")["cells"].sum() if not statuses.empty else pd.Series(dtype=int)
+    parts = [f"{int(totals.get(status, 0))} {status}" for status in ("ok", "failed", "skipped")]
+    parts += [f"{int(n)} {status}" for status, n in totals.items() if status not in ("ok", "failed", "skipped")]
+    note = "" if totals.drop("ok", errors="ignore").sum() == 0 else \
+        "; rows over an incomplete set of cells say how many are missing"
+    return f"cells: {', '.join(parts)}{note}"
 
 
 def markdown_report(board: pd.DataFrame, statuses: pd.DataFrame, figures: dict[str, str | None]) -> str:
@@ -77,6 +95,7 @@ def markdown_report(board: pd.DataFrame, statuses: pd.DataFrame, figures: dict[s
         lines += [f"## {category}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
+    lines += [cell_summary(statuses), ""]
     bad = statuses[statuses["status"] != "ok"]
     if not bad.empty:
         lines += ["## Cells that did not run", ""]

@@ -7,18 +7,14 @@ over categories within a seed for `overall`, then mean and std (ddof=1) over see
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from leaderboard.aggregate import OVERALL
-from leaderboard.columns import SCORE_COLUMNS
-from submission.datasets.readers import LOCO_KINDS
-from submission.datasets.records import LOGICAL, STRUCTURAL
 from metrics import image_auroc
+from runfolder.schema import LOCO_KINDS, LOGICAL, SCORE_COLUMNS, STRUCTURAL, RunPaths
 
-CELL_FOLDER = re.compile(r"k(\d+)_s(-?\d+)")
 SUBSETS = (("auroc", None), ("auroc_logical", LOGICAL), ("auroc_structural", STRUCTURAL))
 
 
@@ -37,17 +33,14 @@ def _part_aurocs(frame: pd.DataFrame, column: str) -> dict[str, float | None]:
 def read_score_parts(run_dir: Path) -> pd.DataFrame:
     """One row per (method folder, category, k, seed, part) with its AUROCs; `score` is the whole score."""
     rows = []
-    for path in sorted(Path(run_dir).glob("scores/*/k*_s*/*.csv")):
-        cell = CELL_FOLDER.fullmatch(path.parent.name)
-        if cell is None:
-            continue
-        frame = pd.read_csv(path, dtype={"image": str, "kind": str})
-        parts = [c for c in frame.columns if c not in SCORE_COLUMNS]
+    for cell, path in RunPaths(Path(run_dir)).score_files():
+        frame = pd.read_csv(path, dtype={"image": str, "kind": str, "path": str})
+        parts = [c for c in frame.columns if c not in SCORE_COLUMNS]  # score CSVs before `path` lack it: same parts
         if not parts:
             continue
         for part in ["score", *parts]:
-            rows.append({"method": path.parent.parent.name, "category": path.stem, "k": int(cell[1]),
-                         "seed": int(cell[2]), "part": part, **_part_aurocs(frame, part)})
+            rows.append({"method": cell.variant, "category": cell.category, "k": cell.k,
+                         "seed": cell.seed, "part": part, **_part_aurocs(frame, part)})
     return pd.DataFrame(rows, columns=["method", "category", "k", "seed", "part", *(n for n, _ in SUBSETS)])
 
 

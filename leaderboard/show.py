@@ -11,6 +11,7 @@ from leaderboard.aggregate import aggregate, read_results, status_counts
 from leaderboard.figures import plot_auroc_bars, plot_f1_vs_k, plot_overlays
 from leaderboard.render import markdown_report, markdown_score_parts, print_score_parts, print_tables
 from leaderboard.score_parts import aggregate_score_parts, read_score_parts
+from runfolder.schema import RunPaths
 
 
 @dataclass(frozen=True)
@@ -31,23 +32,23 @@ def write_report(run_dir: Path, tables: RunTables | None = None) -> Path:
     """Write leaderboard.csv, score_parts.csv (when methods wrote score parts), report.md and plots/*.png
     of a run folder; returns report.md."""
     run_dir = Path(run_dir)
+    paths = RunPaths(run_dir)
     tables = tables or RunTables.read(run_dir)
     board = tables.board
-    board.to_csv(run_dir / "leaderboard.csv", index=False, float_format="%.6f")
-    plots = run_dir / "plots"
+    board.to_csv(paths.leaderboard, index=False, float_format="%.6f")
     drawn = {
-        "F1-max vs k (VAND curve)": plot_f1_vs_k(board, plots / "f1_vs_k.png") if not board.empty else None,
-        "Image AUROC per category": plot_auroc_bars(board, plots / "auroc_bars.png") if not board.empty else None,
-        "Worst false positive and false negative per method": plot_overlays(run_dir, plots / "overlays.png"),
+        "F1-max vs k (VAND curve)": plot_f1_vs_k(board, paths.plot("f1_vs_k.png")) if not board.empty else None,
+        "Image AUROC per category": plot_auroc_bars(board, paths.plot("auroc_bars.png")) if not board.empty else None,
+        "Worst false positive and false negative per method": plot_overlays(run_dir, paths.plot("overlays.png")),
     }
     notes = {"Worst false positive and false negative per method": "no anomaly maps in this run: rerun with --save-maps"}
     figures = {title: str(path.relative_to(run_dir)) if path else notes.get(title, "nothing to draw")
                for title, path in drawn.items()}
     report = markdown_report(board, status_counts(tables.results), figures)
     if not tables.parts.empty:
-        tables.parts.to_csv(run_dir / "score_parts.csv", index=False, float_format="%.6f")
+        tables.parts.to_csv(paths.score_parts, index=False, float_format="%.6f")
         report += "\n" + markdown_score_parts(tables.parts)
-    target = run_dir / "report.md"
+    target = paths.report
     target.write_text(report)
     return target
 
@@ -61,4 +62,4 @@ def show(run_dir: Path, console: Console | None = None) -> Path:
     if not tables.parts.empty:
         print_score_parts(tables.parts, console)
     console.print(f"[dim]leaderboard.csv, score_parts.csv, report.md and plots/ written in {run_dir}[/dim]")
-    return Path(run_dir) / "leaderboard.csv"
+    return RunPaths(Path(run_dir)).leaderboard

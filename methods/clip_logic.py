@@ -29,8 +29,9 @@ never on a real test set:
 - Image score = z(local) + z(global) + z(components). Each term is standardised without test data
   by its values on held-out normals: leave-one-out (support i against the other k-1) for k >= 2;
   for k = 1, four views of the support (shifted by `view_shift` of the image size, brightness x(1 +-
-  `view_gain`)) against the support itself. Scale = max(std, relative_floor * |mean|, 1e-6), ddof 0:
-  with k = 2 the two leave-one-out values nearly coincide, so the relative floor sets the scale (dev).
+  `view_gain`)) against the support itself. Scale = max(std, relative_floor * |mean|), ddof 0
+  (methods/standardise.py): with k = 2 the two leave-one-out values nearly coincide, so the
+  relative floor sets the scale (dev).
 - Parts: k-means on the few-shot patch features with the patch's mean colour appended
   (`part_colour_weight`, dev); per part: area fraction, area fraction where present, regions, mean
   colour, plus the total number of regions over all parts (a count change can move between parts).
@@ -42,42 +43,45 @@ never on a real test set:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from methods.backbones import select_levels
+from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
-from methods.clip_towers import ClipTower, get_tower, harmonic_aggregation
+from methods.clip_towers import ClipTower, clip_model_names, harmonic_aggregation
 from methods.common import aggregate_local, flatten_patches, upsample_and_blur
+from methods.options import NonNegativeFloat, OneOf, PositiveFloat, PositiveInt, Probability
 from methods.registry import register
+from methods.standardise import Standardiser
 
 TERMS = ("local", "global", "components")
+ClipModel = Annotated[str, OneOf(clip_model_names, "an open_clip model name (see open_clip.list_models())")]
 
 
 @dataclass(frozen=True)
 class ClipLogicConfig:
-    clip_model: str | None = "ViT-B-16-plus-240"  # WinCLIP paper; None = no CLIP tower (offline)
+    clip_model: ClipModel | None = "ViT-B-16-plus-240"  # WinCLIP paper; None = no CLIP tower (offline)
     clip_pretrained: str = "laion400m_e31"  # WinCLIP paper
-    backbone: str | None = None  # offline: bundled backbone for the few-shot and logical parts
-    levels: tuple[int, ...] = (2, 3)  # offline backbone levels (PatchCore's official choice)
-    patch_size: int = 3  # offline local aggregation (PatchCore's official choice)
-    window_scales: tuple[int, ...] = (2, 3)  # WinCLIP: windows of 2x2 and 3x3 patches
-    temperature: float = 0.07  # WinCLIP: softmax(cos / 0.07)
-    num_parts: int = 5  # REFERENCE.md: k-means with k ~ 5
-    part_colour_weight: float = 1.0  # our choice: patch colour appended (x this) to the clustered features
-    kmeans_iters: int = 30  # our choice
-    min_region: int = 2  # our choice: smallest connected region (patches) that counts
-    area_floor: float = 0.002  # our choice: 0.2 % of the image (about 2 patches of a 32x32 grid)
-    count_floor: float = 0.5  # our choice: half a region
-    colour_floor: float = 0.01  # our choice: colours in [0,1]
-    relative_floor: float = 0.5  # our choice: a term's scale is at least half its held-out mean
-    view_shift: float = 1 / 16  # our choice: k = 1 held-out views shifted by one 16-px patch at 256 px
-    view_gain: float = 0.05  # our choice: k = 1 held-out views' brightness changed by +-5 %
-    blur_sigma: float = 4.0  # as PatchCore / SimpleNet: Gaussian sigma 4 on the upsampled map
+    backbone: BackboneName | None = None  # offline: bundled backbone for the few-shot and logical parts
+    levels: FeatureLevels = (2, 3)  # offline backbone levels (PatchCore's official choice)
+    patch_size: PositiveInt = 3  # offline local aggregation (PatchCore's official choice)
+    window_scales: tuple[PositiveInt, ...] = (2, 3)  # WinCLIP: windows of 2x2 and 3x3 patches
+    temperature: PositiveFloat = 0.07  # WinCLIP: softmax(cos / 0.07)
+    num_parts: PositiveInt = 5  # REFERENCE.md: k-means with k ~ 5
+    part_colour_weight: NonNegativeFloat = 1.0  # our choice: patch colour appended (x this) to the clustered features
+    kmeans_iters: PositiveInt = 30  # our choice
+    min_region: PositiveInt = 2  # our choice: smallest connected region (patches) that counts
+    area_floor: PositiveFloat = 0.002  # our choice: 0.2 % of the image (about 2 patches of a 32x32 grid)
+    count_floor: PositiveFloat = 0.5  # our choice: half a region
+    colour_floor: PositiveFloat = 0.01  # our choice: colours in [0,1]
+    relative_floor: NonNegativeFloat = 0.5  # our choice: a term's scale is at least half its held-out mean
+    view_shift: Probability = 1 / 16  # our choice: k = 1 held-out views shifted by one 16-px patch at 256 px
+    view_gain: Probability = 0.05  # our choice: k = 1 held-out views' brightness changed by +-5 %
+    blur_sigma: NonNegativeFloat = 4.0  # as PatchCore / SimpleNet: Gaussian sigma 4 on the upsampled map
 
 
 @dataclass
@@ -196,7 +200,7 @@ class ClipLogic:
         self._centroids: torch.Tensor | None = None
         self._support_stats: torch.Tensor | None = None
         self._floors: torch.Tensor | None = None
-        self._term_mean = self._term_scale = None
+        self._term_stats: Standardiser | None = None  # of the terms on held-out normals
         self._held_out = ""
 
     # ------------------------------------------------------------------------------ embeddings
@@ -206,8 +210,8 @@ class ClipLogic:
         if self._tower is not None:
             global_, patches, *windows = self._tower.encode(images, config.window_scales)
         else:
-            maps = (features.get if cache else features.compute)(config.backbone, images)
-            local = aggregate_local(select_levels(maps, config.levels), config.patch_size)  # [b, C, h, w]
+            maps = (features.get if cache else features.compute)(config.backbone, images, config.levels)
+            local = aggregate_local(maps, config.patch_size)  # [b, C, h, w]
             global_ = F.normalize(local.mean(dim=(2, 3)), dim=1)
             windows = [F.normalize(F.avg_pool2d(local, s, stride=1), dim=1) for s in config.window_scales]
             patches = F.normalize(local, dim=1)
@@ -270,9 +274,7 @@ class ClipLogic:
         config = self.config
         self._context = context
         if config.clip_model is not None:
-            features = context.features
-            self._tower = get_tower(config.clip_model, config.clip_pretrained,
-                                    features.weights.get(config.clip_model), features.pretrained, context.device)
+            self._tower = context.features.clip_tower(config.clip_model, config.clip_pretrained)
             self._text = self._tower.class_embeddings(category)
         self._support = self._encode(support)
         self._centroids = kmeans(flatten_patches(self._support.parts), config.num_parts, config.kmeans_iters,
@@ -283,15 +285,13 @@ class ClipLogic:
         self._support_stats = part_statistics(self._support.parts, self._support.colours, self._centroids,
                                               config.min_region)
         held_out = self._held_out_terms(support)
-        self._term_mean = held_out.mean(dim=0)
-        spread = held_out.std(dim=0, unbiased=False)
-        self._term_scale = torch.maximum(spread, config.relative_floor * self._term_mean.abs()).clamp_min(1e-6)
+        self._term_stats = Standardiser.fit(held_out, dim=0, relative_floor=config.relative_floor)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> Prediction:
         query = self._encode(images)
         terms, local_map, parts = self._terms(query, self._support, self._support_stats)
-        z = (terms - self._term_mean) / self._term_scale
+        z = self._term_stats(terms)
         maps = upsample_and_blur(local_map, images.shape[-2:], self.config.blur_sigma)
         extras = {**parts, **{f"z_{name}": z[:, i] for i, name in enumerate(TERMS)}}
         return Prediction(scores=z.sum(dim=1), maps=maps, extras=extras)
@@ -308,8 +308,8 @@ class ClipLogic:
             if config.window_scales else "none (patch level only)",
             "grid": list(self._support.patches.shape[-2:]) if self._support is not None else None,
             "parts": 0 if self._centroids is None else len(self._centroids), "held_out": self._held_out,
-            "term_mean": None if self._term_mean is None else [round(float(v), 6) for v in self._term_mean],
-            "term_scale": None if self._term_scale is None else [round(float(v), 6) for v in self._term_scale],
+            "term_mean": None if self._term_stats is None else [round(float(v), 6) for v in self._term_stats.mean[0]],
+            "term_scale": None if self._term_stats is None else [round(float(v), 6) for v in self._term_stats.scale[0]],
         }
 
 

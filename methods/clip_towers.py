@@ -5,7 +5,7 @@ its window embeddings re-encode the class token together with only the patch tok
 window (the other tokens are dropped from the sequence, which is what WinCLIP's token mask does).
 
 Weights are searched in one documented order, stopping at the first hit; nothing is downloaded:
-1. an explicit file (`--weights ViT-B-16-plus-240=PATH`);
+1. an explicit file (`--weights ViT-B-16-plus-240=PATH`): used, or an error if it is not a file;
 2. the Hugging Face hub cache (open_clip's `hf_hub` id of the model/tag, safetensors then .bin);
 3. open_clip's URL download cache (`~/.cache/clip/<file name of the release URL>`).
 If none holds a file, `WeightsMissing` (from `methods.backbones`) names each place searched and how
@@ -15,9 +15,7 @@ Preprocessing (mean, std) comes from the pretrained tag's open_clip entry, never
 """
 from __future__ import annotations
 
-import hashlib
 import os
-from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.backbones import WeightsMissing
+from methods.backbones import WeightsInvalid, WeightsMissing
+from methods.cache import ContentCache, image_digest
+from methods.common import Normalise
 
 NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect",
                  "{} without damage")  # WinCLIP: 7 normal states
@@ -64,6 +64,11 @@ def _tokenizer(context_length: int) -> open_clip.SimpleTokenizer:
 
 
 # ------------------------------------------------------------------------------------------ weights
+def clip_model_names() -> list[str]:
+    """Every open_clip model name a config or `--weights` may use (open_clip's, plus test-registered ones)."""
+    return sorted({*open_clip.list_models(), *EXTRA_MODEL_CONFIGS})
+
+
 def _hub_cache_files(hf_hub: str) -> tuple[str, list[str]]:
     """open_clip's `hf_hub` entry 'org/repo/' or 'org/repo/file' -> repo id and candidate file names."""
     org, repo, *rest = hf_hub.split("/")
@@ -75,10 +80,10 @@ def _hub_cache_files(hf_hub: str) -> tuple[str, list[str]]:
 def resolve_clip_weights(model: str, tag: str, explicit: Path | None = None) -> Path:
     """The weight file of an open_clip model/tag by the documented search order, or `WeightsMissing`."""
     searched: list[str] = []
-    if explicit is not None:
+    if explicit is not None:  # an explicit file is used or is an error: never a fallback to a cache
         if Path(explicit).is_file():
             return Path(explicit)
-        searched.append(f"--weights {model}={explicit} (no such file)")
+        raise WeightsInvalid(f"--weights {model}={explicit}: no such file")
     cfg = open_clip.get_pretrained_cfg(model, tag)
     if cfg.get("hf_hub"):
         from huggingface_hub import try_to_load_from_cache
@@ -160,31 +165,25 @@ def harmonic_aggregation(window_scores: torch.Tensor, scale: int) -> torch.Tenso
     return (covering / F.conv_transpose2d(inverse, ones)).squeeze(1)
 
 
-def _content_key(image: torch.Tensor) -> bytes:
-    """A digest of one image's pixels (the encoding cache's key)."""
-    return hashlib.blake2b(image.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
-
-
 class ClipTower(nn.Module):
     """A frozen open_clip model: normalised text, global, patch and window embeddings of images in [0,1]."""
 
-    def __init__(self, clip: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], cache_size: int = 512) -> None:
+    def __init__(self, clip: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], store: ContentCache,
+                 name: str = "clip") -> None:
         super().__init__()
         self.clip = clip
         if getattr(clip.visual, "attn_pool", None) is not None or clip.visual.pool_type != "tok":
             raise ValueError("window embeddings need a ViT image tower pooled by its class token")
         self.image_size = tuple(clip.visual.image_size)
         self.grid = tuple(clip.visual.grid_size)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
-        self.cache_size = cache_size
-        self._cache: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
+        self.normalise = Normalise(mean, std)
+        self.store, self.name = store, name  # encodings are kept in the run's content cache under `name`
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """Images [b,3,H,W] in [0,1] -> the tower's size (bicubic, antialiased) and normalisation."""
         resized = F.interpolate(images, size=self.image_size, mode="bicubic", align_corners=False, antialias=True)
-        return (resized.clamp(0, 1) - self.mean) / self.std
+        return self.normalise(resized.clamp(0, 1))
 
     @torch.no_grad()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -210,7 +209,7 @@ class ClipTower(nn.Module):
 
     def _class_embeddings(self, category: str) -> torch.Tensor:
         tokenizer = _tokenizer(self.clip.context_length)
-        device = self.mean.device
+        device = self.normalise.mean.device
         rows = [F.normalize(self.encode_text(tokenizer(prompts).to(device)).mean(dim=0), dim=0)
                 for prompts in build_prompts(category)]
         return torch.stack(rows)
@@ -239,30 +238,24 @@ class ClipTower(nn.Module):
     @torch.no_grad()
     def encode(self, images: torch.Tensor, scales: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
         """Global [b,D], patches [b,D,h,w] and one window map [b,D,nh,nw] per scale, all normalised;
-        cached per image content (test images recur across cells)."""
-        keys = [(scales, _content_key(image)) for image in images]
-        found = {i: self._cache[key] for i, key in enumerate(keys) if key in self._cache}
-        missing = [i for i in range(len(images)) if i not in found]
-        if missing:
+        cached per image content in the run's content cache (test images recur across cells)."""
+        keys = [(self.name, scales, image_digest(image)) for image in images]
+
+        def compute(missing: list[int]) -> list[tuple[torch.Tensor, ...]]:
             with torch.autocast("cuda", enabled=images.device.type == "cuda"):  # mixed precision on CUDA
                 tokens = self._tokens(self.preprocess(images[missing]))
                 encoded = self._project(self.clip.visual.transformer(tokens)).float()  # [b, 1+N, D]
                 windows = [self._windows(tokens, s).permute(0, 3, 1, 2).float() for s in scales]
             patches = encoded[:, 1:].transpose(1, 2).unflatten(2, self.grid)  # [b, D, h, w]
-            for row, i in enumerate(missing):
-                found[i] = self._cache[keys[i]] = tuple(t[row] for t in (encoded[:, 0], patches, *windows))
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return tuple(torch.stack(parts) for parts in zip(*(found[i] for i in range(len(images)))))
+            return [tuple(t[row].clone() for t in (encoded[:, 0], patches, *windows)) for row in range(len(missing))]
+
+        return tuple(torch.stack(parts) for parts in zip(*self.store.get_many(keys, compute)))
 
 
-_TOWERS: dict[tuple, ClipTower] = {}
-
-
-def get_tower(model: str, tag: str, weights: Path | None, pretrained: bool, device: torch.device) -> ClipTower:
-    """The tower for a model/tag/weights on a device, built once per process and shared by all cells."""
-    key = (model, tag, str(weights), pretrained, str(device))
-    if key not in _TOWERS:
-        mean, std = clip_preprocessing(model, tag)
-        _TOWERS[key] = ClipTower(create_clip_model(model, tag, weights, pretrained), mean, std).to(device)
-    return _TOWERS[key]
+def build_tower(model: str, tag: str, weights: Path | None, pretrained: bool, device: torch.device,
+                store: ContentCache) -> ClipTower:
+    """The tower of a model/tag on a device, its encodings kept in `store`. Built once per run by
+    `FeatureCache.clip_tower` (methods reach it through `FitContext.features`)."""
+    mean, std = clip_preprocessing(model, tag)
+    clip = create_clip_model(model, tag, weights, pretrained)
+    return ClipTower(clip, mean, std, store, name=f"clip:{model}:{tag}").to(device)

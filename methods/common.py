@@ -1,5 +1,6 @@
-"""Small parts shared by every method: local aggregation of feature maps, nearest neighbours, map smoothing,
-torch's CPU thread count for a block."""
+"""Small parts shared by every method: input normalisation, the affine warp, local aggregation of feature maps,
+nearest neighbours, map smoothing, torch's CPU thread count for a block, network initialisation from the cell's
+generator."""
 from __future__ import annotations
 
 import math
@@ -8,6 +9,35 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the one copy of ImageNet's statistics (torchvision / timm weights)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalise(nn.Module):
+    """(images - mean) / std per channel, with the statistics that come with a network's weights (buffers)."""
+
+    def __init__(self, mean: tuple[float, ...] | torch.Tensor, std: tuple[float, ...] | torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).detach().clone().view(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).detach().clone().view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
+
+
+def warp(maps: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample maps [b,C,h,w] at the positions the affine matrices theta [b,2,3] give (normalised coordinates,
+    bilinear, reflection padding): the one affine warp of augmentation, RegAD's STNs and their inverses."""
+    grid = F.affine_grid(theta.to(maps), list(maps.shape), align_corners=False)  # [b,h,w,2]
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
+    """Affine matrices [n,2,3] rotating about the centre by angles [n] (radians)."""
+    cos, sin, zero = torch.cos(angles), torch.sin(angles), torch.zeros_like(angles)
+    return torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
 
 
 def aggregate_local(maps: list[torch.Tensor], patch_size: int = 3) -> torch.Tensor:
@@ -69,3 +99,13 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextmanager
+def seeded_from(generator: torch.Generator) -> Iterator[None]:
+    """Inside the block torch's global RNG is seeded by one draw from `generator` (the cell's), and its state
+    outside is restored: for code that draws from the global RNG, such as default layer initialisation."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):  # networks are built on the CPU, then moved
+        torch.manual_seed(seed)
+        yield

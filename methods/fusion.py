@@ -10,7 +10,7 @@ here. Under the few-shot rules the normal statistics come only from the k suppor
   BENCHMARKS.md).
 - `holdout=loo` / `refit`: leave-one-out refits for every member; `holdout=augment`: views for all.
 - k = 1 always uses augmented views (nothing to leave out).
-The members are the instances the runner fitted in the same cell (`FitContext.fitted`): fusion never
+The members are the instances fitted before it in the same cell (`FitContext.members`): fusion never
 refits a member to score the test set, and the runner hands it the members' test predictions it already
 made (`combine`), so fusion costs only its held-out statistics and a weighted sum. A member with
 constant held-out scores gets std 1 (no division by zero). Maps are fused when every member has them;
@@ -18,53 +18,39 @@ each map is standardised by the member's held-out map pixels.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Mapping, get_args
 
 import torch
 
 from methods.augment import AugmentConfig, augmented_views
-from methods.base import FitContext, Method, Prediction
-from methods.registry import get_entry, parse_spec, register
+from methods.base import FitContext, FittedMember, Method, Prediction
+from methods.cell import refit
+from methods.options import NonNegativeFloat, NonNegativeInt, PositiveInt
+from methods.registry import register
+from methods.standardise import Standardiser
 
-HOLDOUTS = ("auto", "loo", "refit", "augment")
+Holdout = Literal["auto", "loo", "refit", "augment"]
+HOLDOUTS = get_args(Holdout)
 # Views for held-out statistics: a small rotation and brightness/contrast jitter, never a flip. A flip swaps
 # slots in layout categories (part_slots, breakfast_box): a logic-aware member would score those views as
 # anomalous, and their spread would wrongly shrink that member's z-scores.
-HOLDOUT_VIEWS = AugmentConfig(hflip=False)
+HOLDOUT_VIEWS = AugmentConfig(max_degrees=5.0, brightness=0.1, contrast=0.1)
 
 
 @dataclass(frozen=True)
 class FusionConfig:
     members: tuple[str, ...] = ()  # variant specs or method names; empty = every member fitted in the cell
-    weights: tuple[float, ...] = ()  # empty = equal weights (our default; no tuning on real test sets)
-    holdout: str = "auto"  # auto | loo | refit | augment (see the module docstring)
-    views: int = 4  # augmented views per support image (statistics for trained members, and k = 1)
+    weights: tuple[NonNegativeFloat, ...] = ()  # empty = equal weights (our default; no tuning on real test sets)
+    holdout: Holdout = "auto"  # auto | loo | refit | augment (see the module docstring)
+    views: PositiveInt = 4  # augmented views per support image (statistics for trained members, and k = 1)
     # views of each left-out image scored with it, for k <= loo_views_max_k only. Chosen on the procedural data
     # (BENCHMARKS.md): at k = 2 leave-one-out gives two scores, and views lifted the fused mean AUROC from 0.700
     # to 0.742; at k = 4 and 8 they lowered it (0.814 -> 0.794, 0.874 -> 0.847): their spread inflates the std
     # of a logic-aware member (clip_logic) and shrinks its weight.
-    loo_views: int = 4
-    loo_views_max_k: int = 2
+    loo_views: NonNegativeInt = 4
+    loo_views_max_k: NonNegativeInt = 2
     fuse_maps: bool = True
-
-
-@dataclass(frozen=True)
-class Standardiser:
-    """Mean and std (ddof 0) of a member's scores on held-out normal images."""
-
-    mean: float
-    std: float
-
-    @classmethod
-    def fit(cls, values: torch.Tensor) -> "Standardiser":
-        values = values.double().flatten()
-        mean, std = float(values.mean()), float(values.std(unbiased=False)) if values.numel() > 1 else 0.0
-        floor = 1e-8 * max(1.0, abs(mean))
-        return cls(mean, std if std > floor else 1.0)  # constant scores: shift only
-
-    def __call__(self, values: torch.Tensor) -> torch.Tensor:
-        return (values - self.mean) / self.std
 
 
 class Fusion:
@@ -81,14 +67,14 @@ class Fusion:
         self.map_stats: dict[str, Standardiser] = {}
         self.holdout_used: dict[str, str] = {}
 
-    def _select_members(self, fitted: dict[str, Method]) -> dict[str, Method]:
-        candidates = {spec: m for spec, m in fitted.items() if not get_entry(parse_spec(spec)[0]).needs_fitted}
+    def _select_members(self, fitted: Mapping[str, FittedMember]) -> dict[str, FittedMember]:
+        candidates = {spec: m for spec, m in fitted.items() if not m.variant.entry.needs_fitted}
         if not self.config.members:
             chosen = candidates
         else:
             chosen = {}
             for wanted in self.config.members:
-                matches = {s: m for s, m in candidates.items() if s == wanted or parse_spec(s)[0] == wanted}
+                matches = {s: m for s, m in candidates.items() if s == wanted or m.variant.entry.name == wanted}
                 if not matches:
                     raise RuntimeError(f"fusion member {wanted!r} was not fitted in this cell; "
                                        f"fitted: {', '.join(candidates) or 'none'} (add it to --methods)")
@@ -99,24 +85,19 @@ class Fusion:
             raise RuntimeError(f"fusion weights has {len(self.config.weights)} values for {len(chosen)} members")
         return chosen
 
-    def _holdout_predictions(self, spec: str, member: Method, support: torch.Tensor, category: str,
+    def _holdout_predictions(self, member: FittedMember, support: torch.Tensor, category: str,
                              context: FitContext) -> tuple[str, Prediction]:
         """Predictions of the member on normal images it did not fit on (held-out supports or views)."""
-        entry = get_entry(parse_spec(spec)[0])
         mode = self.config.holdout
         if mode == "auto":
-            mode = "augment" if entry.trains else "loo"
+            mode = "augment" if member.variant.entry.trains else "loo"
         if len(support) == 1 or mode == "augment":
-            views = augmented_views(support, self.config.views, HOLDOUT_VIEWS, context.generator)
-            return "augment", member.predict(views)
+            views = augmented_views(support, self.config.views * len(support), HOLDOUT_VIEWS, context.generator)
+            return "augment", member.method.predict(views)
         parts = []
-        # a refit sees what the member saw (auxiliary categories, artifacts), with fusion's random stream
-        inner = replace(context.member_contexts.get(spec, context), generator=context.generator, fitted={},
-                        member_contexts={})
         for held_out in range(len(support)):  # refit on k-1 supports, score the one left out (and its views)
             rest = torch.cat([support[:held_out], support[held_out + 1:]])
-            fresh = entry.factory(member.config)
-            fresh.fit(rest, category=category, context=inner)
+            fresh = refit(member, rest, category, context.generator)
             image = support[held_out:held_out + 1]
             if self.config.loo_views and len(support) <= self.config.loo_views_max_k:
                 image = torch.cat([image, augmented_views(image, self.config.loo_views, HOLDOUT_VIEWS,
@@ -126,13 +107,14 @@ class Fusion:
         return "leave-one-out", Prediction(torch.cat([p.scores for p in parts]), maps)
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
-        self.members = self._select_members(dict(context.fitted))
+        chosen = self._select_members(context.members)
+        self.members = {spec: member.method for spec, member in chosen.items()}
         with torch.no_grad():
-            for spec, member in self.members.items():
-                self.holdout_used[spec], held = self._holdout_predictions(spec, member, support, category, context)
-                self.score_stats[spec] = Standardiser.fit(held.scores)
+            for spec, member in chosen.items():
+                self.holdout_used[spec], held = self._holdout_predictions(member, support, category, context)
+                self.score_stats[spec] = Standardiser.fit(held.scores.double())
                 if held.maps is not None:
-                    self.map_stats[spec] = Standardiser.fit(held.maps)
+                    self.map_stats[spec] = Standardiser.fit(held.maps.double())
 
     def predict(self, images: torch.Tensor) -> Prediction:
         return self.combine({spec: member.predict(images) for spec, member in self.members.items()})
@@ -156,7 +138,7 @@ class Fusion:
 
     def info(self) -> dict[str, Any]:
         return {**asdict(self.config), "fused": list(self.members), "holdout_used": self.holdout_used,
-                "stats": {s: asdict(v) for s, v in self.score_stats.items()}}
+                "stats": {s: v.facts() for s, v in self.score_stats.items()}}
 
 
 @register(

@@ -28,12 +28,16 @@ Differences from REFERENCE.md §3, and why:
 - Augmentation: rotation up to 3 degrees (reflection padding), brightness/contrast jitter (never hue or
   saturation: colours carry logical rules), flips only in `flip_categories` (a flip swaps slots in
   part_slots or breakfast_box, which would teach a logical anomaly as normal). The seed project's
-  augmentation (RandomRotation(30), flips, ColorJitter) is not used for the same reason.
-- mu, sigma: scalar mean/std of each branch's grid map over `stat_views` fresh augmented views of the
-  support set, scored by the final model after training. They are other draws than the training views
-  but of the same images, so the statistics are optimistic (normal maps look smaller than on unseen
-  images); holding out support images in turn would need k extra trainings. No test or validation image
-  is ever used, and the statistics are fixed before the first predict.
+  augmentation (RandomRotation(30), flips, ColorJitter) is not used for the same reason. Views come
+  from the shared augmentation (methods/augment.py) with `_augment_config`.
+- Randomness: the networks are initialised under a seed drawn from the cell's generator; views and
+  batches are drawn from it too.
+- mu, sigma: scalar mean/std (ddof 0, methods/standardise.py) of each branch's grid map over
+  `stat_views` fresh augmented views of the support set, scored by the final model after training.
+  They are other draws than the training views but of the same images, so the statistics are
+  optimistic (normal maps look smaller than on unseen images); holding out support images in turn
+  would need k extra trainings. No test or validation image is ever used, and the statistics are
+  fixed before the first predict.
 - Maps are upsampled bilinearly and blurred (sigma 4, as the other methods) before the max.
 - `regressor=seed`: both regressors are the seed project's decoder with additive skips (their R_loc had
   no receptive-field restriction either); skip weights go 1 -> 0 over the first fifth of training and
@@ -44,21 +48,25 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.backbones import select_levels
+from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
-from methods.common import aggregate_local, upsample_and_blur
+from methods.augment import AugmentConfig, augmented_views
+from methods.common import aggregate_local, seeded_from, upsample_and_blur
 from methods.gcad_modules import (DistillationHead, GlobalEncoder, LocalRegressor, SkipDecayRegressor, UNetRegressor,
                                   local_receptive_field, normalise_images)
+from methods.options import NonNegativeFloat, PositiveFloat, PositiveFraction, PositiveInt, Probability
 from methods.registry import register
+from methods.standardise import Standardiser
 
-LOCAL_ENCODERS = ("grid", "distilled")
-REGRESSORS = ("paper", "seed")
+LocalEncoder = Literal["grid", "distilled"]
+Regressor = Literal["paper", "seed"]
+LOCAL_ENCODERS, REGRESSORS = get_args(LocalEncoder), get_args(Regressor)
 
 
 @dataclass(frozen=True)
@@ -66,36 +74,36 @@ class GCADConfig:
     """GCAD settings; the defaults are the `paper` preset, `OFFLINE` below overrides what the CPU budget needs."""
 
     # local descriptor E_loc
-    local_encoder: str = "distilled"  # paper: distilled dense descriptor; "grid": seed project (backbone grid features)
-    teacher: str = "resnet18"  # paper: ImageNet ResNet-18 teaches the distilled descriptor
-    backbone: str = "wide_resnet50_2"  # seed project: WideResNet-50-2 features for local_encoder="grid"
-    levels: tuple[int, ...] = (2, 3)  # our choice (as PatchCore / SimpleNet): ResNet layer2 + layer3
-    grid_stride: int = 8  # our choice: pixels per E_loc cell (32x32 at 256 px); seed project: 16 (16x16 cells)
-    global_stride: int = 16  # our choice: pixels per cell of E_glo's / R_glo's map (16x16 at 256 px); U upsamples
-    input_scale: float = 1.0  # paper: the trained networks see the 256 px image (offline: a half-size copy)
-    d_loc: int = 128  # paper
-    d_glo: int = 10  # paper
-    bottleneck: int = 32  # paper: g = 32
+    local_encoder: LocalEncoder = "distilled"  # paper: distilled dense descriptor; "grid": seed project's grid features
+    teacher: BackboneName = "resnet18"  # paper: ImageNet ResNet-18 teaches the distilled descriptor
+    backbone: BackboneName = "wide_resnet50_2"  # seed project: WideResNet-50-2 features for local_encoder="grid"
+    levels: FeatureLevels = (2, 3)  # our choice (as PatchCore / SimpleNet): ResNet layer2 + layer3
+    grid_stride: PositiveInt = 8  # our choice: pixels per E_loc cell (32x32 at 256 px); seed project: 16 (16x16 cells)
+    global_stride: PositiveInt = 16  # our choice: pixels per cell of E_glo / R_glo maps (16x16 at 256 px); U upsamples
+    input_scale: PositiveFraction = 1.0  # paper: the networks see the 256 px image (offline: a half-size copy)
+    d_loc: PositiveInt = 128  # paper
+    d_glo: PositiveInt = 10  # paper
+    bottleneck: PositiveInt = 32  # paper: g = 32
     # networks (widths: our choice, sized for the CPU budget)
-    regressor: str = "paper"  # paper: R_loc restricted + U-Net R_glo; "seed": seed project's skip-decay decoders
-    local_width: int = 64  # our choice: R_loc channels (16, 32, 64 strided, then 128)
-    descriptor_width: int = 64  # our choice: distilled E_loc channels
-    global_width: int = 64  # our choice: E_glo, U and R_glo channels
-    skip_decay_fraction: float = 0.2  # seed project: skip weights 1 -> 0 over the first fifth of training
+    regressor: Regressor = "paper"  # paper: R_loc restricted + U-Net R_glo; "seed": seed project's skip-decay decoders
+    local_width: PositiveInt = 64  # our choice: R_loc channels (16, 32, 64 strided, then 128)
+    descriptor_width: PositiveInt = 64  # our choice: distilled E_loc channels
+    global_width: PositiveInt = 64  # our choice: E_glo, U and R_glo channels
+    skip_decay_fraction: Probability = 0.2  # seed project: skip weights 1 -> 0 over the first fifth of training
     # training
-    steps: int = 2000  # our choice (paper trains much longer on full training sets)
-    distill_steps: int = 1000  # our choice (paper distils on ImageNet)
-    batch_size: int = 8  # our choice
-    lr: float = 1e-4  # paper: Adam 1e-4
-    weight_decay: float = 1e-5  # paper
-    train_views: int = 64  # our choice: support images + augmented views trained on
-    stat_views: int = 16  # our choice: fresh augmented views for mu, sigma (never trained on)
+    steps: PositiveInt = 2000  # our choice (paper trains much longer on full training sets)
+    distill_steps: PositiveInt = 1000  # our choice (paper distils on ImageNet)
+    batch_size: PositiveInt = 8  # our choice
+    lr: PositiveFloat = 1e-4  # paper: Adam 1e-4
+    weight_decay: NonNegativeFloat = 1e-5  # paper
+    train_views: PositiveInt = 64  # our choice: support images + augmented views trained on
+    stat_views: PositiveInt = 16  # our choice: fresh augmented views for mu, sigma (never trained on)
     # augmentation (paper: flips / a few degrees / colour jitter where the category allows)
-    max_rotation: float = 3.0  # paper: "a few degrees"
-    brightness: float = 0.1  # our choice: relative gain range
-    contrast: float = 0.1  # our choice
+    max_rotation: NonNegativeFloat = 3.0  # paper: "a few degrees"
+    brightness: Probability = 0.1  # our choice: relative gain range
+    contrast: Probability = 0.1  # our choice
     flip_categories: tuple[str, ...] = ("pill_tray", "pushpins", "screw_bag")  # our choice: flips keep their rules
-    blur_sigma: float = 4.0  # our choice, as the other methods
+    blur_sigma: NonNegativeFloat = 4.0  # our choice, as the other methods
 
     @property
     def backbones(self) -> tuple[str, ...]:
@@ -109,26 +117,6 @@ def _log2(value: float, what: str) -> int:
     if exponent < 1 or 2 ** exponent != value:
         raise ValueError(f"gcad: {what} = {value} must be a power of two >= 2")
     return exponent
-
-
-def augment(images: torch.Tensor, count: int, generator: torch.Generator, *, flips: bool, max_rotation: float,
-            brightness: float, contrast: float) -> torch.Tensor:
-    """`count` augmented views [count,3,H,W] of images [k,3,H,W] in [0,1], cycling through the images."""
-    n = count
-    source = images[torch.arange(n) % len(images)]
-    angles = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(max_rotation)
-    gains = 1 + (torch.rand(n, generator=generator) * 2 - 1) * brightness
-    contrasts = 1 + (torch.rand(n, generator=generator) * 2 - 1) * contrast
-    flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flips else torch.ones(n)
-    flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flips else torch.ones(n)
-    cos, sin, zero = angles.cos(), angles.sin(), torch.zeros(n)
-    theta = torch.stack([torch.stack([cos * flip_x, -sin * flip_y, zero], 1),
-                         torch.stack([sin * flip_x, cos * flip_y, zero], 1)], 1)  # [n,2,3]
-    grid = F.affine_grid(theta.to(images), list(source.shape), align_corners=False)
-    views = F.grid_sample(source, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    mean = views.mean(dim=(1, 2, 3), keepdim=True)
-    views = ((views - mean) * contrasts.view(-1, 1, 1, 1).to(images) + mean) * gains.view(-1, 1, 1, 1).to(images)
-    return views.clamp(0, 1)
 
 
 def project_channels(features: torch.Tensor, channels: int) -> torch.Tensor:
@@ -158,9 +146,15 @@ class GCAD:
         self.n_down_glo = _log2(config.global_stride * config.input_scale, "global_stride * input_scale")
         self._context: FitContext | None = None
         self._facts: dict[str, Any] = {}
-        self.networks = self._build_networks()
-        self._set_feature_stats(torch.zeros(config.d_loc), torch.ones(config.d_loc))
-        self.stats = torch.tensor([0.0, 1.0, 0.0, 1.0])  # mu_loc, sigma_loc, mu_glo, sigma_glo
+        self.networks: nn.ModuleDict | None = None  # built in `fit`, from the cell's generator
+        neutral = Standardiser(torch.zeros(1), torch.ones(1))
+        self.feature_stats = neutral  # per channel of the teacher / grid features, on the training views
+        self.branch_stats = (neutral, neutral)  # A_loc, A_glo on the statistics views
+
+    @property
+    def stats(self) -> torch.Tensor:
+        """[mu_loc, sigma_loc, mu_glo, sigma_glo]: each branch's map statistics on the statistics views."""
+        return torch.stack([t.flatten()[0] for s in self.branch_stats for t in (s.mean, s.scale)])
 
     def _build_networks(self) -> nn.ModuleDict:
         c = self.config
@@ -177,10 +171,6 @@ class GCAD:
             networks["descriptor"] = LocalRegressor(c.d_loc, c.descriptor_width, self.n_down)
         return networks
 
-    def _set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Per-channel standardisation of the teacher / grid features, from the training views."""
-        self.feature_mean, self.feature_std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-
     def _map_size(self, images: torch.Tensor, n_down: int) -> tuple[int, int]:
         """Size of a network's output map: n_down stride-2 convs (padding 1) on the scaled input copy."""
         size = [math.floor(side * self.config.input_scale) for side in images.shape[-2:]]
@@ -192,41 +182,37 @@ class GCAD:
     def _grid_features(self, images: torch.Tensor, cache: bool) -> torch.Tensor:
         """Backbone (or teacher) features on the E_loc grid, d_loc channels: [b,d_loc,H/stride,W/stride]."""
         features, name = self._context.features, self.config.backbones[0]
-        maps = features.get(name, images) if cache else features.compute(name, images)
-        local = aggregate_local(select_levels(maps, self.config.levels))  # [b,C,h2,w2] on level 2's grid
+        maps = (features.get if cache else features.compute)(name, images, self.config.levels)
+        local = aggregate_local(maps)  # [b,C,h2,w2] on the first level's grid
         grid = self._map_size(images, self.n_down)
         if local.shape[-2:] != grid:
             local = F.adaptive_avg_pool2d(local, grid)
         return project_channels(local, self.config.d_loc)
 
-    def _standardised_targets(self, images: torch.Tensor, cache: bool) -> torch.Tensor:
-        return (self._grid_features(images, cache) - self.feature_mean) / self.feature_std
-
     def _local_descriptor(self, images: torch.Tensor, cache: bool = True) -> torch.Tensor:
         """E_loc(images): [b,d_loc,h,w]."""
         if self.config.local_encoder == "distilled":
             return self.networks["descriptor"](self._network_input(images)[0])
-        return self._standardised_targets(images, cache)
+        return self.feature_stats(self._grid_features(images, cache))
 
     # ---- fit ---------------------------------------------------------------------------------------------
-    def _views(self, support: torch.Tensor, count: int, category: str) -> torch.Tensor:
-        c = self.config
-        return augment(support, count, self._context.generator, flips=category in c.flip_categories,
-                       max_rotation=c.max_rotation, brightness=c.brightness, contrast=c.contrast)
-
-    def _optimizer(self, modules: list[nn.Module]) -> torch.optim.Optimizer:
-        params = [p for module in modules for p in module.parameters()]
-        return torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+    def _augment_config(self, category: str) -> AugmentConfig:
+        """Training and statistics views: flips only in `flip_categories`, a small rotation, brightness/contrast."""
+        c, flip_p = self.config, 0.5 if category in self.config.flip_categories else 0.0
+        return AugmentConfig(hflip_p=flip_p, vflip_p=flip_p, max_degrees=c.max_rotation, brightness=c.brightness,
+                             contrast=c.contrast)
 
     def _batches(self, n: int, steps: int) -> torch.Tensor:
         """[steps, batch] indices into a pool of n views, drawn with the cell's generator."""
         return torch.randint(n, (steps, min(self.config.batch_size, n)), generator=self._context.generator)
 
     def _distil(self, views: torch.Tensor, targets: torch.Tensor) -> list[float]:
-        """Train the dense descriptor to regress the teacher's standardised grid features; then freeze it."""
-        descriptor = self.networks["descriptor"].train()
-        optimizer, losses = self._optimizer([descriptor]), []
-        for batch in self._batches(len(views), self.config.distill_steps).to(views.device):
+        """Stage 1 (distilled E_loc only): train the dense descriptor to regress the teacher's standardised grid
+        features on the training views; then freeze it. Returns the loss per step."""
+        c, descriptor = self.config, self.networks["descriptor"].train()
+        optimizer = torch.optim.Adam(descriptor.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        losses = []
+        for batch in self._batches(len(views), c.distill_steps).to(views.device):
             loss = F.mse_loss(descriptor(self._network_input(views[batch])[0]), targets[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -249,24 +235,22 @@ class GCAD:
                               align_corners=False)
         return x, grid
 
-    def _losses(self, images: torch.Tensor, local_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """L_kd, L_glo, L_loc, each a squared error divided by its depth (a mean over channels and cells)."""
-        (x, grid), nets = self._network_input(images), self.networks
-        global_map = nets["e_glo"](x, grid)
-        return {"kd": F.mse_loss(nets["u"](global_map, local_target.shape[-2:]), local_target),
-                "glo": F.mse_loss(nets["r_glo"](x), global_map.detach()),
-                "loc": F.mse_loss(nets["r_loc"](x), local_target)}
-
     def _train(self, views: torch.Tensor, local_targets: torch.Tensor) -> dict[str, list[float]]:
-        """Joint training of E_glo, U, R_glo and R_loc on the training views; returns each loss term per step."""
-        nets, steps = self.networks, self.config.steps
+        """Stage 2: joint training of E_glo, U, R_glo and R_loc on the training views; returns each loss term per
+        step. Each term is a squared error divided by its depth (a mean over channels and cells)."""
+        c, nets = self.config, self.networks
         modules = [nets["e_glo"], nets["u"], nets["r_glo"], nets["r_loc"]]
         for module in modules:
             module.train()
-        optimizer, history = self._optimizer(modules), {"kd": [], "glo": [], "loc": []}
-        for step, batch in enumerate(self._batches(len(views), steps).to(views.device)):
-            self._set_skip_weight(seed_skip_weight(step, steps, self.config.skip_decay_fraction))
-            losses = self._losses(views[batch], local_targets[batch])
+        optimizer = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=c.lr, weight_decay=c.weight_decay)
+        history: dict[str, list[float]] = {"kd": [], "glo": [], "loc": []}
+        for step, batch in enumerate(self._batches(len(views), c.steps).to(views.device)):
+            self._set_skip_weight(seed_skip_weight(step, c.steps, c.skip_decay_fraction))
+            (x, grid), target = self._network_input(views[batch]), local_targets[batch]
+            global_map = nets["e_glo"](x, grid)
+            losses = {"kd": F.mse_loss(nets["u"](global_map, target.shape[-2:]), target),  # U(E_glo) -> E_loc
+                      "glo": F.mse_loss(nets["r_glo"](x), global_map.detach()),  # R_glo -> E_glo (E_glo not moved)
+                      "loc": F.mse_loss(nets["r_loc"](x), target)}  # R_loc -> E_loc
             optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             optimizer.step()
@@ -282,17 +266,18 @@ class GCAD:
         teacher = self._grid_features(support, cache=True)  # the support images: cached like test images
         if len(views) > len(support):  # augmented views: computed, not cached
             teacher = torch.cat([teacher, self._grid_features(views[len(support):], cache=False)])
-        self._set_feature_stats(teacher.mean(dim=(0, 2, 3)), teacher.std(dim=(0, 2, 3)).clamp_min(1e-6))
-        return (teacher - self.feature_mean) / self.feature_std
+        self.feature_stats = Standardiser.fit(teacher, dim=(0, 2, 3))
+        return self.feature_stats(teacher)
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
         c, start = self.config, time.perf_counter()
-        self._context = context
-        self.networks = self._build_networks().to(context.device)
-        support = support.to(context.device)
+        self._context, generator = context, context.generator
+        with seeded_from(generator):  # initial weights from the cell's generator, never the global RNG
+            self.networks = self._build_networks().to(context.device)
+        support, augment = support.to(context.device), self._augment_config(category)
         extra = c.train_views - len(support)
-        views = torch.cat([support, self._views(support, extra, category)]) if extra > 0 else support
-        stat_views = self._views(support, c.stat_views, category)  # other draws than the training views
+        views = torch.cat([support, augmented_views(support, extra, augment, generator)]) if extra > 0 else support
+        stat_views = augmented_views(support, c.stat_views, augment, generator)  # other draws than the training views
         teacher = self._teacher_targets(support, views)
         with torch.enable_grad():
             distil_history = self._distil(views, teacher) if c.local_encoder == "distilled" else []
@@ -301,7 +286,7 @@ class GCAD:
             history = self._train(views, local_targets)
         with torch.no_grad():  # mu, sigma: from support views only, fixed before any predict
             a_loc, a_glo = self._branch_maps(stat_views, cache=False)
-        self.stats = torch.stack([a_loc.mean(), a_loc.std().clamp_min(1e-8), a_glo.mean(), a_glo.std().clamp_min(1e-8)])
+        self.branch_stats = (Standardiser.fit(a_loc), Standardiser.fit(a_glo))
         self._facts = self._fit_facts(len(support), len(views), history, distil_history, time.perf_counter() - start)
 
     def _fit_facts(self, k: int, n_views: int, history: dict[str, list[float]], distil: list[float],
@@ -334,10 +319,10 @@ class GCAD:
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> Prediction:
         a_loc, a_glo = self._branch_maps(images.to(self._context.device))
-        mu_loc, sigma_loc, mu_glo, sigma_glo = self.stats.tolist()
+        local_stats, global_stats = self.branch_stats
         size = images.shape[-2:]
-        local = upsample_and_blur((a_loc - mu_loc) / sigma_loc, size, self.config.blur_sigma)  # [b,H,W]
-        glob = upsample_and_blur((a_glo - mu_glo) / sigma_glo, size, self.config.blur_sigma)
+        local = upsample_and_blur(local_stats(a_loc), size, self.config.blur_sigma)  # [b,H,W]
+        glob = upsample_and_blur(global_stats(a_glo), size, self.config.blur_sigma)
         maps = local + glob
         peak = lambda m: m.flatten(1).max(dim=1).values  # noqa: E731  [b,H,W] -> [b]
         return Prediction(scores=peak(maps), maps=maps, extras={"local": peak(local), "global": peak(glob)})

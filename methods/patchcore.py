@@ -16,20 +16,21 @@ from typing import Any
 
 import torch
 
-from methods.backbones import select_levels
+from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
 from methods.common import aggregate_local, flatten_patches, nearest_distance, upsample_and_blur
+from methods.options import NonNegativeFloat, PositiveFraction, PositiveInt
 from methods.registry import register
 
 
 @dataclass(frozen=True)
 class PatchCoreConfig:
-    backbone: str = "wide_resnet50_2"  # official code: WideResNet-50-2
-    levels: tuple[int, ...] = (2, 3)  # official code: layer2 + layer3
-    patch_size: int = 3  # official code: 3x3 neighbourhood aggregation
-    num_neighbors: int = 1  # official code: nearest neighbour
-    coreset_ratio: float = 1.0  # paper: 0.1 / 0.01 on full training sets; few-shot keeps all patches
-    blur_sigma: float = 4.0  # official code: Gaussian sigma 4
+    backbone: BackboneName = "wide_resnet50_2"  # official code: WideResNet-50-2
+    levels: FeatureLevels = (2, 3)  # official code: layer2 + layer3
+    patch_size: PositiveInt = 3  # official code: 3x3 neighbourhood aggregation
+    num_neighbors: PositiveInt = 1  # official code: nearest neighbour
+    coreset_ratio: PositiveFraction = 1.0  # paper: 0.1 / 0.01 on full training sets; few-shot keeps all patches
+    blur_sigma: NonNegativeFloat = 4.0  # official code: Gaussian sigma 4
 
 
 def greedy_coreset(features: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -55,7 +56,7 @@ class PatchCore:
         self._context: FitContext | None = None
 
     def _patch_features(self, images: torch.Tensor) -> torch.Tensor:
-        maps = select_levels(self._context.features.get(self.config.backbone, images), self.config.levels)
+        maps = self._context.features.get(self.config.backbone, images, self.config.levels)
         return aggregate_local(maps, self.config.patch_size)  # [b, C, h, w]
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:

@@ -40,8 +40,8 @@ Differences from REFERENCE.md §3 / the official code, and why:
   `gaussian_stride` 4 is the official stage-1 grid; 8 average-pools it 2x2, which keeps the stored
   factor at 93 MiB for Lite0 at 224 px instead of 373 MiB (measured in bench/bench_regad.py).
 - Scores are raw distances: no min-max normalisation over the test set (a per-image evaluator
-  cannot do it). Test-image features of one trained model are kept across cells (a bounded
-  in-process cache keyed by the model file's digest), as DESIGN.md asks for backbone features.
+  cannot do it). Test-image features of one trained model are kept across cells in the run's content
+  cache (`context.features.store`, keyed by the model file's digest), as DESIGN.md asks for backbone features.
 """
 from __future__ import annotations
 
@@ -53,48 +53,56 @@ import math
 import os
 import re
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Annotated, Any, Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 
+from methods.augment import luma
+from methods.backbones import BackboneName
 from methods.base import AuxiliaryCategory, FitContext, Prediction
-from methods.common import torch_threads, upsample_and_blur
-from methods.regad_modules import RegADNet, affine_from_params, cosine_lr, registration_loss, warp
+from methods.cache import ContentCache, image_digest
+from methods.common import rotation_matrices, torch_threads, upsample_and_blur, warp
+from methods.options import (Check, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability,
+                             Range)
+from methods.regad_modules import RegADNet, affine_from_params, cosine_lr, registration_loss
 from methods.registry import register
 
 OFFICIAL_ROTATIONS = (-45.0, -33.75, -22.5, -11.25, 11.25, 22.5, 33.75, 45.0)  # official: +-pi/16 ... +-pi/4
+StnMode = Literal["affine", "translation", "rotation", "scale", "shear", "rotation_scale", "translation_scale",
+                  "rotation_translation", "rotation_translation_scale"]  # regad_modules.STN_MODES
+ImageSize = Annotated[int, Range(ge=32)]
+Source = Annotated[str, Check(lambda value: value in ("procedural", "dataset") or Path(value).is_dir(),
+                              "procedural, dataset or the path of an existing dataset folder")]
 
 
 @dataclass(frozen=True)
 class RegADConfig:
-    backbone: str = "resnet18"  # official: ResNet-18, ImageNet init, fine-tuned
-    stn_mode: str = "rotation_scale"  # official default
-    input_size: int | None = 224  # official --img_size 224; None = the run's image size
+    backbone: BackboneName = "resnet18"  # official: ResNet-18, ImageNet init, fine-tuned
+    stn_mode: StnMode = "rotation_scale"  # official default
+    input_size: ImageSize | None = 224  # official --img_size 224; None = the run's image size
     normalize: bool = False  # official: no ImageNet normalisation
-    source: str = "procedural"  # our choice: meta-training categories (procedural | dataset | path)
-    train_epochs: int = 50  # official --epochs 50; 0 = no meta-training (ImageNet backbone, identity STNs)
-    train_batch: int = 32  # official --batch_size 32 (queries per step, all of one category)
-    train_shot: int = 2  # official default --shot 2: supports averaged per query
-    train_size: int | None = None  # our choice: meta-training input size; None = input_size
-    train_lr: float = 1e-4  # official: SGD lr 1e-4
-    train_momentum: float = 0.9  # official: SGD momentum 0.9
+    source: Source = "procedural"  # our choice: meta-training categories (procedural | dataset | path)
+    train_epochs: NonNegativeInt = 50  # official --epochs 50; 0 = no meta-training (ImageNet backbone, identity STNs)
+    train_batch: PositiveInt = 32  # official --batch_size 32 (queries per step, all of one category)
+    train_shot: PositiveInt = 2  # official default --shot 2: supports averaged per query
+    train_size: ImageSize | None = None  # our choice: meta-training input size; None = input_size
+    train_lr: PositiveFloat = 1e-4  # official: SGD lr 1e-4
+    train_momentum: Probability = 0.9  # official: SGD momentum 0.9
     train_seed: int = 668  # official default --seed 668
     train_bn_stats: bool = True  # official: backbone BatchNorm in train mode (batch statistics, running stats updated)
     rotation_degrees: tuple[float, ...] = OFFICIAL_ROTATIONS  # official support augmentation
-    translations: tuple[float, ...] = (0.2, 0.1)  # official: shifts (+-t, +-t) in normalised coordinates
+    translations: tuple[NonNegativeFloat, ...] = (0.2, 0.1)  # official: shifts (+-t, +-t) in normalised coordinates
     flip: bool = True  # official: horizontal flip
     grey: bool = True  # official: greyscale copy
     rot90: bool = True  # official: rotations by 90, 180, 270 degrees
-    covariance_eps: float = 0.01  # official: covariance + 0.01 I
-    gaussian_stride: int = 4  # official: the stage-1 grid (stride 4); 8 = 2x2 average-pooled
-    gaussian_chunk: int = 256  # our choice: positions per Cholesky / solve chunk (bounds memory)
-    inference_batch: int = 32  # our choice: images per forward pass at test time
-    feature_cache_mb: int = 256  # our choice: in-process cache of test-image features across cells
-    blur_sigma: float = 4.0  # official: Gaussian sigma 4
+    covariance_eps: PositiveFloat = 0.01  # official: covariance + 0.01 I
+    gaussian_stride: Literal[4, 8, 16] = 4  # official: the stage-1 grid (stride 4); 8 = 2x2 average-pooled
+    gaussian_chunk: PositiveInt = 256  # our choice: positions per Cholesky / solve chunk (bounds memory)
+    inference_batch: PositiveInt = 32  # our choice: images per forward pass at test time
+    blur_sigma: NonNegativeFloat = 4.0  # official: Gaussian sigma 4
 
 
 def augment_support(images: torch.Tensor, config: RegADConfig) -> torch.Tensor:
@@ -102,8 +110,7 @@ def augment_support(images: torch.Tensor, config: RegADConfig) -> torch.Tensor:
     views = [images]
     b = len(images)
     for degrees in config.rotation_degrees:
-        angle = images.new_full((b,), math.radians(degrees))
-        views.append(warp(images, affine_from_params(angle[:, None], "rotation")))
+        views.append(warp(images, rotation_matrices(images.new_full((b,), math.radians(degrees)))))
     for shift in config.translations:
         for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1)):
             params = images.new_tensor([sx * shift, sy * shift]).expand(b, 2)
@@ -111,8 +118,7 @@ def augment_support(images: torch.Tensor, config: RegADConfig) -> torch.Tensor:
     if config.flip:
         views.append(images.flip(-1))
     if config.grey:
-        weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        views.append((images * weights).sum(1, keepdim=True).expand_as(images))
+        views.append(luma(images).expand_as(images))
     if config.rot90:
         views.extend(torch.rot90(images, turns, dims=(2, 3)) for turns in (1, 2, 3))
     return torch.cat(views)
@@ -183,13 +189,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)[-60:]
 
 
-def _image_key(image: torch.Tensor) -> bytes:
-    return hashlib.blake2b(image.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
-
-
-_TEST_FEATURES: OrderedDict[tuple[str, bytes], torch.Tensor] = OrderedDict()  # (model digest, image) -> [C,h,w]
-
-
 class RegAD:
     """Mahalanobis distance of registered test features to the augmented supports' per-position Gaussian."""
 
@@ -202,6 +201,7 @@ class RegAD:
         self.factor: torch.Tensor | None = None  # [P, C, C] Cholesky factors
         self.grid: tuple[int, int] = (0, 0)
         self.model_digest: str | None = None
+        self._store: ContentCache | None = None  # the run's content cache (test embeddings of a saved model)
         self.training_info: dict[str, Any] = {}
         self.support_views = 0
 
@@ -209,7 +209,8 @@ class RegAD:
     def _build_net(self, context: FitContext) -> RegADNet:
         extractor = context.features.extractor(self.config.backbone)
         backbone = copy.deepcopy(extractor.model).requires_grad_(True)
-        net = RegADNet(backbone, extractor.mean, extractor.std, self.config.normalize, self.config.stn_mode)
+        normalise = extractor.normalise
+        net = RegADNet(backbone, normalise.mean, normalise.std, self.config.normalize, self.config.stn_mode)
         return net.to(context.device, memory_format=torch.channels_last)  # faster convolutions on CPU
 
     def _artifact_path(self, category: str, context: FitContext) -> Path | None:
@@ -217,6 +218,7 @@ class RegAD:
             return None
         fields = {k: v for k, v in asdict(self.config).items() if k.startswith("train_") or k in (
             "backbone", "stn_mode", "input_size", "normalize", "source")}
+        fields["state_format"] = 2  # 2: normalisation buffers under `normalise.` (older files are not loaded)
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
         return Path(context.artifacts) / f"{_slug(category)}__{_slug(self.config.source)}__{digest}.pt"
 
@@ -320,27 +322,15 @@ class RegAD:
         return torch.cat(parts).float()
 
     def _test_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """`_embed`, through the in-process cache of test features when the model comes from a file."""
-        if self.model_digest is None or self.config.feature_cache_mb <= 0:
+        """`_embed`, through the run's content cache when the model comes from a file."""
+        if self.model_digest is None or self._store is None:
             return self._embed(images)
-        keys = [(self.model_digest, _image_key(image)) for image in images]
-        missing = [i for i, key in enumerate(keys) if key not in _TEST_FEATURES]
-        if missing:
-            fresh = self._embed(images[missing])
-            for row, index in enumerate(missing):
-                _TEST_FEATURES[keys[index]] = fresh[row].cpu()
-            limit = self.config.feature_cache_mb * 2**20
-            while sum(t.numel() * t.element_size() for t in _TEST_FEATURES.values()) > limit:
-                _TEST_FEATURES.popitem(last=False)
-        cached = [_TEST_FEATURES.get(key) for key in keys]
-        if any(t is None for t in cached):  # evicted within this batch: compute directly
-            return self._embed(images)
-        return torch.stack(cached).to(images.device)
+        keys = [("regad", self.model_digest, image_digest(image)) for image in images]
+        embeddings = self._store.get_many(keys, lambda missing: [row.clone() for row in self._embed(images[missing])])
+        return torch.stack(embeddings).to(images.device)
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
-        if self.config.gaussian_stride not in (4, 8, 16):
-            raise ValueError(f"regad: gaussian_stride {self.config.gaussian_stride} must be 4, 8 or 16")
-        self.net = self._trained_net(category, context)
+        self.net, self._store = self._trained_net(category, context), context.features.store
         views = augment_support(_resize(support.to(context.device), self.config.input_size), self.config)
         embeddings = self._embed(views)  # [n, C, h, w]
         self.support_views, self.grid = len(views), tuple(embeddings.shape[-2:])

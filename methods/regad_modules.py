@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.common import Normalise, warp
+
 # STN mode -> the names of the parameters its localisation network predicts (official N_PARAMS order)
 STN_MODES: dict[str, tuple[str, ...]] = {
     "affine": ("a00", "a01", "a02", "a10", "a11", "a12"),
@@ -70,12 +72,6 @@ def affine_from_params(params: torch.Tensor, mode: str) -> torch.Tensor:
         torch.stack([torch.sin(angle) + get("shy"), torch.cos(angle) * sy, get("ty")], dim=1),
     ]
     return torch.stack(rows, dim=1)
-
-
-def warp(maps: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Resample maps [b,C,h,w] at the positions the affine matrices [b,2,3] give (reflection padding)."""
-    grid = F.affine_grid(theta, list(maps.shape), align_corners=False)
-    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def homogeneous(theta: torch.Tensor) -> torch.Tensor:
@@ -164,13 +160,12 @@ class RegADNet(nn.Module):
         self.encoder = Encoder(channels[-1])
         self.predictor = Predictor(channels[-1])
         self.normalize = normalize
-        self.register_buffer("mean", mean.detach().clone().view(1, 3, 1, 1))
-        self.register_buffer("std", std.detach().clone().view(1, 3, 1, 1))
+        self.normalise = Normalise(mean, std)
         self.channels = channels
 
     def _stages(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Each stage's STN-warped map and its affine matrices [b,2,3]."""
-        x = (images - self.mean) / self.std if self.normalize else images
+        x = self.normalise(images) if self.normalize else images
         x = x.contiguous(memory_format=torch.channels_last)
         maps, thetas = [], []
         for stage, stn in zip(self.stages, self.stns):

@@ -2,6 +2,10 @@
 
 >>> create_method("patchcore", preset="offline")                 # the bundled backbone
 >>> create_method("patchcore:num_neighbors=3", preset="paper")    # a variant spec, checked against the config
+
+Every option is checked against its config field's annotation (`methods.options`: type, `Literal` values,
+ranges): a bad override is a one-line `MethodSpecError` naming the spec, the option and what is valid; a
+preset that does not pass is a programming error, raised when the method registers.
 """
 from __future__ import annotations
 
@@ -12,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from methods.base import Method
+from methods.options import describe, fits, parse, suggest
 
 PRESETS = ("paper", "offline")
 
 
 class MethodSpecError(ValueError):
-    """An unknown method name, an unknown config key, or a value of the wrong type."""
+    """An unknown method name, an unknown config key, or a value its field does not admit (type, choice, range)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ def register(name: str, *, config: type, presets: dict[str, Any], summary: str, 
     """Decorator: register a factory `f(config) -> Method` under `name` with its presets."""
     if set(presets) != set(PRESETS):
         raise ValueError(f"{name}: presets must be exactly {PRESETS}")
+    for preset, preset_config in presets.items():  # a broken preset is a bug: fail at import, not in a cell
+        if not isinstance(preset_config, config):
+            raise TypeError(f"{name}: preset {preset!r} is a {type(preset_config).__name__}, not a {config.__name__}")
+        check_config(preset_config, f"{name} preset {preset!r}")
 
     def decorate(factory: Callable[..., Method]) -> Callable[..., Method]:
         _REGISTRY[name] = MethodEntry(name, factory, config, presets, summary, trains, uses_auxiliary, needs_fitted)
@@ -75,8 +84,10 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     overrides: dict[str, str] = {}
     for pair in filter(None, rest.split(",")):
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise MethodSpecError(f"{spec!r}: {pair!r} is not key=value")
+        if key.strip() in overrides:
+            raise MethodSpecError(f"{spec!r}: key {key.strip()!r} is given twice")
         overrides[key.strip()] = value.strip()
     return name.strip(), overrides
 
@@ -86,26 +97,26 @@ def variant_dirname(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", spec)
 
 
-def _convert(raw: str, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is tuple:
-        item_type = typing.get_args(annotation)[0]
-        return tuple(_convert(part, item_type, where) for part in raw.split("+") if part)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if raw.lower() in ("none", ""):
-            return None
-        return _convert(raw, args[0], where)
+def check_config(config: Any, where: str) -> None:
+    """Raise `MethodSpecError` naming the first field of a config dataclass whose value its annotation rejects."""
+    hints = typing.get_type_hints(type(config), include_extras=True)
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if not fits(value, hints[field.name]):
+            expected = describe(hints[field.name])
+            raise MethodSpecError(f"{where}: {field.name}={value!r} is not valid; expected {expected}")
+
+
+def _override(spec: str, key: str, raw: str, annotation: Any) -> Any:
+    """A spec's value for one option, parsed and checked, or a one-line error saying what is valid."""
     try:
-        if annotation is bool:
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("true", "1", "yes")
-        if annotation in (int, float, str):
-            return annotation(raw)
+        value = parse(raw, annotation)
+        if fits(value, annotation):
+            return value
     except ValueError:
-        raise MethodSpecError(f"{where}: {raw!r} is not a valid {annotation.__name__}") from None
-    return raw
+        pass
+    raise MethodSpecError(f"{spec!r}: {key}={raw!r} is not valid; expected {describe(annotation)}"
+                          f"{suggest(raw, annotation)}")
 
 
 def build_config(spec: str, preset: str) -> tuple[MethodEntry, Any]:
@@ -115,13 +126,13 @@ def build_config(spec: str, preset: str) -> tuple[MethodEntry, Any]:
     name, overrides = parse_spec(spec)
     entry = get_entry(name)
     config = entry.presets[preset]
-    hints = typing.get_type_hints(entry.config)
+    hints = typing.get_type_hints(entry.config, include_extras=True)
     fields = {f.name for f in dataclasses.fields(entry.config)}
     changes = {}
     for key, raw in overrides.items():
         if key not in fields:
             raise MethodSpecError(f"{spec!r}: unknown key {key!r} for {name}; valid keys: {', '.join(sorted(fields))}")
-        changes[key] = _convert(raw, hints[key], f"{spec!r} key {key!r}")
+        changes[key] = _override(spec, key, raw, hints[key])
     return entry, dataclasses.replace(config, **changes)
 
 
@@ -129,3 +140,22 @@ def create_method(spec: str, preset: str = "offline") -> Method:
     """Build a method from a spec such as `patchcore` or `patchcore:num_neighbors=3`."""
     entry, config = build_config(spec, preset)
     return entry.factory(config)
+
+
+@dataclass(frozen=True)
+class MethodVariant:
+    """A method variant as the run names it: its spec, registry entry and checked config."""
+
+    spec: str
+    entry: MethodEntry
+    config: Any
+
+    def create(self) -> Method:
+        """A new, unfitted instance."""
+        return self.entry.factory(self.config)
+
+
+def build_variant(spec: str, preset: str = "offline") -> MethodVariant:
+    """The variant of a spec under a preset (overrides checked against the config dataclass)."""
+    entry, config = build_config(spec, preset)
+    return MethodVariant(spec, entry, config)

@@ -59,46 +59,47 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.augment import rotate
-from methods.backbones import select_levels
+from methods.augment import AugmentConfig, augment
+from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
 from methods.common import torch_threads, upsample_and_blur
+from methods.options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from methods.registry import register
 
 
 @dataclass(frozen=True)
 class SimpleNetConfig:
     # features
-    backbone: str = "wide_resnet50_2"  # official run.sh: wideresnet50
-    levels: tuple[int, ...] = (2, 3)  # official run.sh: layer2 + layer3
-    patch_size: int = 3  # official run.sh: patchsize 3 (unfold, stride 1)
-    pretrain_dim: int = 1536  # official run.sh: pretrain_embed_dimension
-    target_dim: int = 1536  # official run.sh: target_embed_dimension
+    backbone: BackboneName = "wide_resnet50_2"  # official run.sh: wideresnet50
+    levels: FeatureLevels = (2, 3)  # official run.sh: layer2 + layer3
+    patch_size: PositiveInt = 3  # official run.sh: patchsize 3 (unfold, stride 1)
+    pretrain_dim: PositiveInt = 1536  # official run.sh: pretrain_embed_dimension
+    target_dim: PositiveInt = 1536  # official run.sh: target_embed_dimension
     # adaptor and discriminator
-    adaptor_lr: float = 1e-4  # official code: AdamW(lr * 0.1) with default lr 1e-3, weight decay 0.01
-    adaptor_weight_decay: float = 0.01  # official code: AdamW default
-    discriminator_hidden: int = 1024  # official run.sh: dsc_hidden
-    discriminator_lr: float = 2e-4  # official code: dsc_lr
-    discriminator_weight_decay: float = 1e-5  # official code
-    noise_std: float = 0.015  # official run.sh
-    margin: float = 0.5  # official run.sh: dsc_margin (th)
+    adaptor_lr: PositiveFloat = 1e-4  # official code: AdamW(lr * 0.1) with default lr 1e-3, weight decay 0.01
+    adaptor_weight_decay: NonNegativeFloat = 0.01  # official code: AdamW default
+    discriminator_hidden: PositiveInt = 1024  # official run.sh: dsc_hidden
+    discriminator_lr: PositiveFloat = 2e-4  # official code: dsc_lr
+    discriminator_weight_decay: NonNegativeFloat = 1e-5  # official code
+    noise_std: PositiveFloat = 0.015  # official run.sh
+    margin: NonNegativeFloat = 0.5  # official run.sh: dsc_margin (th)
     # schedule
-    batch_size: int = 8  # official run.sh: images per step
-    meta_epochs: int = 40  # official run.sh
-    epochs_per_meta: int = 4  # official run.sh: gan_epochs
-    patches_per_step: int | None = None  # official: every patch of the batch; offline: a seeded sample
-    train_threads: int | None = None  # our choice: CPU threads of the training loop (None = torch's setting)
+    batch_size: PositiveInt = 8  # official run.sh: images per step
+    meta_epochs: PositiveInt = 40  # official run.sh
+    epochs_per_meta: PositiveInt = 4  # official run.sh: gan_epochs
+    patches_per_step: PositiveInt | None = None  # official: every patch of the batch; offline: a seeded sample
+    train_threads: PositiveInt | None = None  # our choice: CPU threads of the training loop (None = torch's setting)
     # few-shot augmentation (the issue, after the seed project)
-    augment_views: int = 4  # our choice: fixed augmented views per support image, 0 = off
-    hflip_p: float = 0.5  # seed project: RandomHorizontalFlip
-    vflip_p: float = 0.5  # seed project: RandomVerticalFlip
-    rotation_degrees: float = 5.0  # the issue: small rotation (seed project: 30)
-    brightness: float = 0.1  # seed project: ColorJitter (strength our choice)
-    contrast: float = 0.1  # seed project: ColorJitter (strength our choice)
-    saturation: float = 0.1  # seed project: ColorJitter (strength our choice; no hue: colours carry logic)
+    augment_views: NonNegativeInt = 4  # our choice: fixed augmented views per support image, 0 = off
+    hflip_p: Probability = 0.5  # seed project: RandomHorizontalFlip
+    vflip_p: Probability = 0.5  # seed project: RandomVerticalFlip
+    rotation_degrees: NonNegativeFloat = 5.0  # the issue: small rotation (seed project: 30)
+    brightness: Probability = 0.1  # seed project: ColorJitter (strength our choice)
+    contrast: Probability = 0.1  # seed project: ColorJitter (strength our choice)
+    saturation: Probability = 0.1  # seed project: ColorJitter (strength our choice; no hue: colours carry logic)
     no_flip_categories: tuple[str, ...] = ("part_slots", "breakfast_box", "juice_bottle")  # our choice
     # scoring
-    blur_sigma: float = 4.0  # official code: Gaussian sigma 4
+    blur_sigma: NonNegativeFloat = 4.0  # official code: Gaussian sigma 4
 
 
 # ----------------------------------------------------------------------------------- features
@@ -143,33 +144,11 @@ def neighbourhood_embedding(maps: list[torch.Tensor], kernels: list[torch.Tensor
     return total.permute(0, 2, 3, 1)  # [b, h, w, target_dim]
 
 
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    """Luma of [n,3,H,W] images: [n,1,H,W]."""
-    return (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]).unsqueeze(1)
-
-
-def augment(images: torch.Tensor, config: SimpleNetConfig, flips: bool, generator: torch.Generator) -> torch.Tensor:
-    """One random view of each image [n,3,H,W] in [0,1]: flips, rotation, colour jitter; same shape, in [0,1]."""
-    n = len(images)
-
-    def draw(spread: float) -> torch.Tensor:  # [n] uniform in [-spread, spread]
-        return spread * (2 * torch.rand(n, generator=generator) - 1)
-
-    def per_image(values: torch.Tensor) -> torch.Tensor:  # [n] -> [n,1,1,1] beside the images
-        return values.to(images.device).view(n, 1, 1, 1)
-
-    hflip = per_image(torch.rand(n, generator=generator) < (config.hflip_p if flips else 0.0))
-    vflip = per_image(torch.rand(n, generator=generator) < (config.vflip_p if flips else 0.0))
-    angles = torch.deg2rad(draw(config.rotation_degrees))
-    brightness, contrast, saturation = (per_image(1 + draw(s)).to(images)
-                                        for s in (config.brightness, config.contrast, config.saturation))
-    out = torch.where(hflip, images.flip(-1), images)
-    out = torch.where(vflip, out.flip(-2), out)
-    out = (rotate(out, angles) * brightness).clamp(0, 1)
-    mean_grey = _grey(out).mean(dim=(2, 3), keepdim=True)  # [n, 1, 1, 1]
-    out = ((out - mean_grey) * contrast + mean_grey).clamp(0, 1)
-    grey = _grey(out)
-    return ((out - grey) * saturation + grey).clamp(0, 1)
+def augment_config(config: SimpleNetConfig, flips: bool) -> AugmentConfig:
+    """The support views' augmentation: the config's flips (none when `flips` is False), rotation and jitter."""
+    return AugmentConfig(hflip_p=config.hflip_p if flips else 0.0, vflip_p=config.vflip_p if flips else 0.0,
+                         max_degrees=config.rotation_degrees, brightness=config.brightness,
+                         contrast=config.contrast, saturation=config.saturation)
 
 
 # ----------------------------------------------------------------------------------- modules
@@ -218,7 +197,7 @@ class SimpleNet:
     def embed(self, images: torch.Tensor, cached: bool = True) -> torch.Tensor:
         """Frozen patch features [b,h,w,target_dim]; through the shared cache unless `cached` is False."""
         c, features = self.config, self._context.features
-        maps = select_levels((features.get if cached else features.compute)(c.backbone, images), c.levels)
+        maps = (features.get if cached else features.compute)(c.backbone, images, c.levels)
         if self._kernels is None:
             channels = [level.shape[1] for level in maps]
             self._kernels = [kernel.to(maps[0].device) for kernel in
@@ -229,8 +208,9 @@ class SimpleNet:
         """Patch features of every support image and its views: [1 + views, k, h*w, target_dim]."""
         pool = [self.embed(support)]
         flips = category not in self.config.no_flip_categories
+        views_config = augment_config(self.config, flips)
         for _ in range(self.config.augment_views):
-            views = augment(support, self.config, flips, self._context.generator)
+            views = augment(support, views_config, self._context.generator)
             pool.append(self.embed(views, cached=False))
         self._facts.update(flips=flips and self.config.augment_views > 0, grid=list(pool[0].shape[1:3]))
         return torch.stack([p.flatten(1, 2) for p in pool])

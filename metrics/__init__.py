@@ -3,6 +3,6 @@
 Imported by `submission` (per-cell metrics) and `leaderboard` (AUFC, score parts), which never import
 each other.
 """
-from metrics.scores import aufc, aupro, auspro, f1_max, image_auroc, pixel_auroc
+from metrics.scores import PixelScores, aufc, aupro, auspro, f1_max, image_auroc, pixel_auroc, pixel_scores
 
-__all__ = ["aufc", "aupro", "auspro", "f1_max", "image_auroc", "pixel_auroc"]
+__all__ = ["PixelScores", "aufc", "aupro", "auspro", "f1_max", "image_auroc", "pixel_auroc", "pixel_scores"]

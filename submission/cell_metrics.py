@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import metrics as ev
+from runfolder.schema import LOGICAL, STRUCTURAL
 from submission.datasets.images import load_mask
-from submission.datasets.records import LOGICAL, STRUCTURAL, Category, TestItem
+from submission.datasets.records import Category, TestItem
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,19 @@ def load_ground_truth(category: Category, sizes: list[tuple[int, int]]) -> Groun
 
 
 def maps_at_mask_resolution(maps: torch.Tensor, sizes: tuple[tuple[int, int], ...]) -> list[np.ndarray]:
-    """Anomaly maps [n,H,W] resized (bilinear) to each image's original (H, W), as float32 arrays."""
-    out = []
-    for anomaly_map, size in zip(maps, sizes):
-        resized = F.interpolate(anomaly_map[None, None].float(), size=size, mode="bilinear", align_corners=False)
-        out.append(resized[0, 0].cpu().numpy())
-    return out
+    """Anomaly maps [n,H,W] resized (bilinear) to each image's original (H, W), as float32 arrays.
+
+    The maps of all images of one size are resized in one call (the same numbers as one call per image)."""
+    out: list[np.ndarray | None] = [None] * len(sizes)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes[:len(maps)]):
+        by_size.setdefault(tuple(size), []).append(i)
+    for size, index in by_size.items():
+        batch = maps[index] if len(index) < len(maps) else maps
+        resized = F.interpolate(batch[:, None].float(), size=size, mode="bilinear", align_corners=False)
+        for i, anomaly_map in zip(index, resized[:, 0].cpu().numpy()):
+            out[i] = anomaly_map
+    return [m for m in out if m is not None]
 
 
 def _subset(truth: GroundTruth, kind: str | None) -> np.ndarray:
@@ -70,15 +78,47 @@ def image_metrics(truth: GroundTruth, scores: np.ndarray) -> dict[str, float | N
     return out
 
 
-def pixel_metrics(truth: GroundTruth, maps: list[np.ndarray]) -> dict[str, float | None]:
-    """Pixel AUROC, AUPRO (FPR 0.3) and AU-sPRO (FPR 0.05; all / logical / structural) of one cell."""
+def _pixel_subsets(truth: GroundTruth) -> dict[str, np.ndarray]:
+    """The image subsets AU-sPRO is reported for: every image, and all good images plus the anomalies of each
+    kind present."""
+    subsets = {"all": _subset(truth, None)}
+    for kind in (LOGICAL, STRUCTURAL):
+        index = _subset(truth, kind)
+        if any(truth.kinds[i] == kind for i in index):
+            subsets[kind] = index
+    return subsets
+
+
+def pixel_metrics(truth: GroundTruth, maps: list[np.ndarray], device: torch.device | str | None = None
+                  ) -> dict[str, float | None]:
+    """Pixel AUROC, AUPRO (FPR 0.3) and AU-sPRO (FPR 0.05; all / logical / structural) of one cell, from one
+    sort of the normal pixels (`metrics.pixel_scores`); `device`: where the sorts run (None: numpy on the CPU)."""
+    keys = ("pixel_auroc", "aupro_0.3", "auspro_0.05", "auspro_logical_0.05", "auspro_structural_0.05")
+    out: dict[str, float | None] = dict.fromkeys(keys)
+    if truth.masks is None:
+        return out
+    scores = ev.pixel_scores(truth.masks, maps, truth.defects or None, pro_limits=(0.3,), spro_limits=(0.05,),
+                             subsets=_pixel_subsets(truth), device=device)
+    out["pixel_auroc"] = scores.pixel_auroc
+    out["aupro_0.3"] = scores.aupro[0.3]
+    for name, key in (("all", "auspro_0.05"), (LOGICAL, "auspro_logical_0.05"), (STRUCTURAL, "auspro_structural_0.05")):
+        if name in scores.auspro:
+            out[key] = scores.auspro[name][0.05]
+    return out
+
+
+def _reference_pixel_metrics(truth: GroundTruth, maps: list[np.ndarray]) -> dict[str, float | None]:
+    """`pixel_metrics` as it was before `metrics.pixel_scores` (the reference implementation in
+    metrics._reference, one call per metric and subset): what tests and bench/pixel_metrics.py check against."""
+    from metrics import _reference as ref
+
     keys = ("pixel_auroc", "aupro_0.3", "auspro_0.05", "auspro_logical_0.05", "auspro_structural_0.05")
     out: dict[str, float | None] = dict.fromkeys(keys)
     if truth.masks is None:
         return out
     binary = [np.any(np.stack(m), axis=0) if m else np.zeros(s, dtype=bool) for m, s in zip(truth.masks, truth.sizes)]
-    out["pixel_auroc"] = ev.pixel_auroc(binary, maps)
-    out["aupro_0.3"] = ev.aupro(binary, maps, fpr_limit=0.3)
+    out["pixel_auroc"] = ref.pixel_auroc(binary, maps)
+    out["aupro_0.3"] = ref.aupro(binary, maps, fpr_limit=0.3)
     if not truth.defects:
         return out
     everything = _subset(truth, None)
@@ -90,6 +130,6 @@ def pixel_metrics(truth: GroundTruth, maps: list[np.ndarray]) -> dict[str, float
         subset = tuple(index.tolist()) if len(index) != len(everything) else ()
         if subset not in cache:
             masks = [truth.masks[i] for i in index]
-            cache[subset] = ev.auspro(masks, [maps[i] for i in index], truth.defects, fpr_limits=(0.05,))[0.05]
+            cache[subset] = ref.auspro(masks, [maps[i] for i in index], truth.defects, fpr_limits=(0.05,))[0.05]
         out[key] = cache[subset]
     return out

@@ -5,29 +5,38 @@ import argparse
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 from submission.config import DEFAULT_SEEDS, DEFAULT_SHOTS, RunConfig
 from submission.errors import HarnessError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one error line (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        raise HarnessError(f"{self.prog}: {message} (see --help)")
+
+
 def _weights_pair(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--weights {text!r}: expected NAME=PATH")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=PATH")
     return name, Path(path)
 
 
 def _shard(text: str) -> tuple[int, int]:
     index, sep, count = text.partition("/")
     if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
-        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/n with 0 <= i < n")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected i/n with 0 <= i < n")
     return int(index), int(count)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m submission", description="Few-shot anomaly detection harness")
+    parser = _Parser(prog="python -m submission", description="Few-shot anomaly detection harness")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run methods over categories x k x seeds and write a run folder")
@@ -64,27 +73,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
-    from leaderboard.show import show
-    from methods.backbones import BACKBONES
     from submission.runner import run
 
-    import open_clip
-
-    unknown = [name for name, _ in args.weights if name not in BACKBONES and name not in open_clip.list_models()]
-    if unknown:
-        raise HarnessError(f"--weights: unknown backbone {unknown[0]!r}; known: {', '.join(BACKBONES)} "
-                           "or an open_clip model name (e.g. ViT-B-16-plus-240)")
-    if args.image_size < 32:
-        raise HarnessError(f"--image-size {args.image_size}: must be at least 32")
-    config = RunConfig(
+    names = [name for name, _ in args.weights]
+    if len(set(names)) != len(names):  # a dict would keep only the last
+        raise HarnessError(f"--weights: {', '.join(sorted({n for n in names if names.count(n) > 1}))} given twice")
+    config = RunConfig(  # checks every option (RunConfig.validate), as run(RunConfig) from Python does
         data=args.data, format=args.format, categories=tuple(args.categories), shots=tuple(args.shots),
         seeds=tuple(args.seeds), methods=tuple(args.methods), preset=args.preset, weights=dict(args.weights),
         image_size=args.image_size, device=args.device, out=args.out, save_maps=args.save_maps,
         batch_size=args.batch_size, shard=args.shard,
     )
     run_dir = run(config, console)
-    show(run_dir, console)
-    return 0
+    return show_leaderboard(run_dir, console)
+
+
+def show_leaderboard(run_dir: Path, console: Console) -> int:
+    """`python -m leaderboard show RUN_DIR` in a child process: writes leaderboard.csv, report.md and plots,
+    prints the tables. A child, not an import: `submission` and `leaderboard` never import each other
+    (they share only the run-folder schema and the metrics)."""
+    import subprocess
+
+    console.file.flush()
+    sys.stdout.flush()
+    child = subprocess.run([sys.executable, "-m", "leaderboard", "show", str(run_dir)], check=False)
+    if child.returncode != 0:
+        console.print(f"[red]error:[/red] the leaderboard of {run_dir} could not be written (exit {child.returncode}); "
+                      f"the run itself is complete: retry with python -m leaderboard show {run_dir}", highlight=False)
+    return child.returncode
 
 
 def command_methods(console: Console) -> int:
@@ -114,9 +130,9 @@ def command_synth(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; bad input ends with a one-line error and exit code 2."""
-    args = build_parser().parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=170)  # logs keep whole tables
     try:
+        args = build_parser().parse_args(argv)
         if args.command == "run":
             return command_run(args, console)
         if args.command == "methods":
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return command_synth(args, console)
     except HarnessError as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)  # one line
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: finished cells are in results.csv; rerun with the same --out to resume[/yellow]")

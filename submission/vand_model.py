@@ -1,9 +1,13 @@
-"""The VAND challenge kit's model interface around any registered method.
+"""The VAND challenge kit's model interface around any registered method, as the official evaluator drives it.
 
-`Model.setup({"few_shot_samples": [k,3,256,256] in [0,1], "dataset_category": str})` resets all
-fitted state and fits the method (and, for fusion, its members) on the samples; the kit calls
-`torch.manual_seed(seed)` first, and that seed also seeds the method's generator, as in the harness.
-`forward(images [b,3,H,W])` returns an object with `.pred_score` [b] and `.anomaly_map` [b,H,W] (or None).
+The evaluator (cvpr-vand/challenge, src/eval/evaluate.py) builds `Model()` with no arguments, calls `eval()`
+and `to(DEVICE)`, then for every (seed, k) on the same instance: `torch.manual_seed(seed)`,
+`setup({"few_shot_samples": [k,3,256,256] in [0,1] on DEVICE, "dataset_category": str})`, and feeds the test
+set in batches it sizes itself (128 first, halved on CUDA out-of-memory), reading `output.pred_score` next
+to labels on DEVICE. So: `setup` forgets everything fitted before and fits the method (and, for fusion, its
+members) on the samples' device, with the kit's seed as the cell seed; `forward` scores any batch size in
+chunks of `CHUNK` images (memory bounded), and returns scores (and maps, at the input's size) on the input's
+device, as anomalib's `ImageBatch` when anomalib is importable.
 """
 from __future__ import annotations
 
@@ -16,16 +20,33 @@ import torch
 from torch import nn
 
 from methods.backbones import FeatureCache
-from methods.base import FitContext, Method
-from methods.registry import build_config
+from methods.base import Method
+from methods.cell import CellSetting, fit_cell
+from methods.registry import build_variant
+
+
+CHUNK = 16  # images per method call inside one evaluator batch: bounds memory whatever batch size the kit picks
 
 
 @dataclass
 class ImageBatch:
-    """The fields of anomalib's ImageBatch that the VAND evaluator reads."""
+    """The fields of anomalib's ImageBatch that VAND evaluators read; `"anomaly_map" in batch` as an earlier
+    evaluator revision tests it."""
 
     pred_score: torch.Tensor
     anomaly_map: torch.Tensor | None = None
+
+    def __contains__(self, name: str) -> bool:
+        return getattr(self, name, None) is not None
+
+
+def image_batch(images: torch.Tensor, scores: torch.Tensor, maps: torch.Tensor | None) -> Any:
+    """anomalib's `ImageBatch` when anomalib is installed (the evaluator's own type), else the minimal record."""
+    try:
+        from anomalib.data import ImageBatch as AnomalibImageBatch
+    except ImportError:
+        return ImageBatch(pred_score=scores, anomaly_map=maps)
+    return AnomalibImageBatch(image=images, pred_score=scores, anomaly_map=maps)
 
 
 class VandModel(nn.Module):
@@ -45,33 +66,27 @@ class VandModel(nn.Module):
         """Weights ship inside the bundle: nothing to download."""
         return None
 
-    def _build(self, spec: str) -> Method:
-        entry, config = build_config(spec, self.bundle["preset"])
-        return entry.factory(config)
-
     def setup(self, data: dict[str, Any]) -> None:
-        """Forget everything fitted so far and fit on the few-shot samples of one category."""
-        support = data["few_shot_samples"].to(self.device)
-        category = data["dataset_category"]
+        """Forget everything fitted so far and fit on the few-shot samples of one category, on their device."""
+        support = data["few_shot_samples"]
+        self.device = support.device
         seed = torch.initial_seed()  # the kit's torch.manual_seed(seed), as the harness seeds its cells
+        self.method = None
         self.features = FeatureCache(self.device, self.weights)
-        artifacts = Path(self.bundle_dir) / "artifacts"
-        fitted: dict[str, Method] = {}
-        contexts: dict[str, FitContext] = {}
-        for spec in [*self.bundle["members"], self.bundle["method"]]:
-            method = self._build(spec)
-            torch.manual_seed(seed)
-            generator = torch.Generator().manual_seed(seed)
-            context = FitContext(self.device, generator, self.features, None, artifacts / self.bundle["dirs"][spec],
-                                 dict(fitted), dict(contexts))
-            method.fit(support, category=category, context=context)
-            fitted[spec], contexts[spec] = method, context
-        self.method = fitted[self.bundle["method"]]
+        setting = CellSetting(data["dataset_category"], seed, self.device, self.features,
+                              Path(self.bundle_dir) / "artifacts")
+        variants = [build_variant(spec, self.bundle["preset"]) for spec in [*self.bundle["members"], self.bundle["method"]]]
+        self.method = fit_cell(variants, support, setting)[self.bundle["method"]].method
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> ImageBatch:
-        """Image scores (and maps) of a batch; `setup` must have run."""
+    def forward(self, images: torch.Tensor) -> Any:
+        """Image scores [b] (and maps [b,H,W]) of a batch of any size, on the batch's device; `setup` must have run."""
         if self.method is None:
             raise RuntimeError("Model.forward before Model.setup: call setup with the few-shot samples first")
-        prediction = self.method.predict(images.to(self.device))
-        return ImageBatch(pred_score=prediction.scores, anomaly_map=prediction.maps)
+        scores, maps = [], []
+        for start in range(0, len(images), CHUNK):
+            prediction = self.method.predict(images[start:start + CHUNK].to(self.device))
+            scores.append(prediction.scores.float().to(images.device))
+            if prediction.maps is not None:
+                maps.append(prediction.maps.float().to(images.device))
+        return image_batch(images, torch.cat(scores), torch.cat(maps) if maps else None)

@@ -15,15 +15,20 @@ from pathlib import Path
 import torch
 
 from methods.backbones import FeatureCache
-from methods.base import FitContext, Method
-from methods.registry import build_config
+from methods.base import Method
+from methods.cell import CellSetting, fit_cell
+from methods.registry import build_variant
+from runfolder.reading import RunFolderError, read_json, read_results_file
+from runfolder.schema import RunPaths, manifest_key
 from submission.datasets.images import ImageStore
 from submission.datasets.readers import read_category
+from submission.datasets.records import Category
 from submission.errors import HarnessError
 from submission.packaging import unpack_checked
+from submission.runner import auxiliary_categories
 from submission.sampling import support_indices
 
-RTOL, ATOL = 1e-3, 1e-4  # batch size 1 (evaluator) vs the run's batches changes float summation order
+RTOL, ATOL = 1e-3, 1e-4  # the evaluator's batch vs the run's batches changes float summation order
 
 CHILD = '''
 import sys, torch
@@ -33,12 +38,19 @@ import methods, model
 if not methods.__file__.startswith(bundle):
     raise SystemExit(f"entry point imported the harness from {methods.__file__}, not from the bundle")
 inputs = torch.load(sys.argv[2])
-torch.manual_seed(inputs["seed"])
-m = model.Model(device="cpu")
-assert m.weights_url(inputs["category"]) is None
-m.setup({"few_shot_samples": inputs["support"], "dataset_category": inputs["category"]})
-scores = torch.cat([m(image[None]).pred_score.cpu() for image in inputs["images"]])
-torch.save(scores, sys.argv[3])
+seed, category = inputs["seed"], inputs["category"]
+m = model.Model()  # as the VAND evaluator: no arguments, eval(), to(DEVICE), setup per (seed, k) on one instance
+m.eval()
+m = m.to("cpu")
+assert m.weights_url(category) is None
+torch.manual_seed(seed + 1)  # a decoy cell first: setup must forget it
+m.setup({"few_shot_samples": inputs["support"].flip(-1), "dataset_category": category})
+m(inputs["images"][:1])
+torch.manual_seed(seed)
+m.setup({"few_shot_samples": inputs["support"], "dataset_category": category})
+output = m(inputs["images"])  # one batch, as the evaluator's DataLoader feeds it
+assert output.pred_score.shape == (len(inputs["images"]),), output.pred_score.shape
+torch.save(output.pred_score.cpu(), sys.argv[3])
 '''
 
 
@@ -53,21 +65,15 @@ class VerifyReport:
     fresh_installed: float
 
 
-def _fit_installed(bundle_info: dict, support: torch.Tensor, category: str, seed: int) -> Method:
-    """The same cell fitted by the installed harness, as the runner does it."""
-    features = FeatureCache(torch.device("cpu"))
-    fitted: dict[str, Method] = {}
-    contexts: dict[str, FitContext] = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        for spec in [*bundle_info["members"], bundle_info["method"]]:
-            entry, config = build_config(spec, bundle_info["preset"])
-            method = entry.factory(config)
-            torch.manual_seed(seed)
-            context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(seed), features, None,
-                                 Path(scratch) / bundle_info["dirs"][spec], dict(fitted), dict(contexts))
-            method.fit(support, category=category, context=context)
-            fitted[spec], contexts[spec] = method, context
-    return fitted[bundle_info["method"]]
+def _fit_installed(bundle_info: dict, bundle: Path, support: torch.Tensor, category: Category, seed: int,
+                   store: ImageStore) -> Method:
+    """The same cell fitted by the installed harness as the runner fits it: the bundle's artifacts (e.g. RegAD's
+    meta-trained model) and, for methods trained off the target, the run's auxiliary categories."""
+    variants = [build_variant(spec, bundle_info["preset"]) for spec in [*bundle_info["members"], bundle_info["method"]]]
+    setting = CellSetting(category.name, seed, torch.device("cpu"), FeatureCache(torch.device("cpu")),
+                          bundle / "artifacts",
+                          lambda source: auxiliary_categories(source, category, category.format, store))
+    return fit_cell(variants, support, setting)[bundle_info["method"]].method
 
 
 def verify(archive: Path, n_images: int = 3) -> VerifyReport:
@@ -75,23 +81,27 @@ def verify(archive: Path, n_images: int = 3) -> VerifyReport:
     with tempfile.TemporaryDirectory() as scratch:
         bundle = unpack_checked(Path(archive), Path(scratch))
         info = json.loads((bundle / "bundle.json").read_text())
-        config = json.loads((bundle / "run" / "config.json").read_text())
-        manifest = json.loads((bundle / "run" / "manifest.json").read_text())
-        with open(bundle / "run" / "results.csv", newline="") as handle:
-            row = next(r for r in csv.DictReader(handle) if r["method"] == info["method"] and r["status"] == "ok")
+        run = RunPaths(bundle / "run")
+        try:
+            config, manifest = read_json(run.config), read_json(run.manifest)
+            results = read_results_file(run.results).rows
+        except RunFolderError as error:
+            raise HarnessError(f"{archive}: {error}") from None
+        row = next((r for r in results if r["method"] == info["method"] and r["status"] == "ok"), None)
+        if row is None:
+            raise HarnessError(f"{archive}: its results.csv has no ok row of {info['method']!r}")
         category_name, k, seed = row["category"], int(row["k"]), int(row["seed"])
         data_root = Path(config["data"])
         category = read_category(data_root, category_name, config["arguments"]["format"])
         store = ImageStore(info["image_size"])
         indices = support_indices(len(category.train_good), k, seed)
-        if [category.train_good[i].name for i in indices] != manifest[category_name][f"k{k}_s{seed}"]:
+        if [category.train_good[i].name for i in indices] != manifest[category_name][manifest_key(k, seed)]:
             raise HarnessError(f"{data_root / category_name}: support set differs from the bundle's manifest")
         support = store.stack([category.train_good[i] for i in indices])
-        scores_csv = bundle / "run" / "scores" / info["dirs"][info["method"]] / f"k{k}_s{seed}" / f"{category_name}.csv"
-        with open(scores_csv, newline="") as handle:
+        with open(run.scores(info["dirs"][info["method"]], k, seed, category_name), newline="") as handle:
             stored_rows = list(csv.DictReader(handle))[:n_images]
-        by_name = {item.name: item.path for item in category.test}
-        images = store.stack([by_name[r["image"]] for r in stored_rows])
+        by_name = {item.name: item.path for item in category.test}  # for score CSVs written before `path`
+        images = store.stack([data_root / r["path"] if r.get("path") else by_name[r["image"]] for r in stored_rows])
         unseen = images[:1].flip(-1) * 0.97  # an image that was not in the run
         inputs, outputs = Path(scratch) / "inputs.pt", Path(scratch) / "outputs.pt"
         torch.save({"support": support, "images": torch.cat([images, unseen]), "seed": seed, "category": category_name},
@@ -101,10 +111,11 @@ def verify(archive: Path, n_images: int = 3) -> VerifyReport:
         if child.returncode != 0:
             raise HarnessError(f"{archive}: the bundle's entry point failed: {child.stderr.strip().splitlines()[-1:]}")
         bundle_scores = torch.load(outputs)
-    stored = torch.tensor([float(r["score"]) for r in stored_rows])
-    if not torch.allclose(bundle_scores[:-1].double(), stored.double(), rtol=RTOL, atol=ATOL):
-        raise HarnessError(f"{archive}: bundle scores {bundle_scores[:-1].tolist()} differ from the run's {stored.tolist()}")
-    fresh = float(_fit_installed(info, support, category_name, seed).predict(unseen).scores[0])
+        stored = torch.tensor([float(r["score"]) for r in stored_rows])
+        if not torch.allclose(bundle_scores[:-1].double(), stored.double(), rtol=RTOL, atol=ATOL):
+            raise HarnessError(f"{archive}: bundle scores {bundle_scores[:-1].tolist()} differ from the run's "
+                               f"{stored.tolist()}")
+        fresh = float(_fit_installed(info, bundle, support, category, seed, store).predict(unseen).scores[0])
     if abs(fresh - float(bundle_scores[-1])) > ATOL + RTOL * abs(fresh):
         raise HarnessError(f"{archive}: on an unseen image the bundle gives {float(bundle_scores[-1])}, "
                            f"the installed harness {fresh}")

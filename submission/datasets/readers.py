@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
+from runfolder.schema import LOCO_KINDS
 from submission.datasets.images import list_images
-from submission.datasets.records import LOGICAL, STRUCTURAL, Category, DefectSpec, TestItem
+from submission.datasets.records import Category, DefectSpec, TestItem
 from submission.errors import HarnessError
 
 FORMATS = ("loco", "mvtec", "folder")
-LOCO_KINDS = {"logical_anomalies": LOGICAL, "structural_anomalies": STRUCTURAL}
 FOLDER_SPLIT_SEED = 0  # seeds the half of folder-format good/ images that forms the support pool
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from leaderboard.aggregate import aggregate
-from leaderboard.columns import RESULT_COLUMNS
+from runfolder.schema import RESULT_COLUMNS
 
 
 def _results(rows):
@@ -38,3 +38,50 @@ def test_single_k_has_no_aufc_and_empty_metrics_stay_empty():
     summary = board[board.k == "all"].iloc[0]
     assert pd.isna(summary.aufc)
     assert pd.isna(board[board.k == "4"].iloc[0].image_auroc_structural)
+
+
+def _grid(skip=(), fail=()):
+    rows = []
+    for category in ("a", "b"):
+        for k in (1, 2):
+            for seed in (0, 1):
+                cell = (category, k, seed)
+                if cell in skip:
+                    continue
+                status = "failed" if cell in fail else "ok"
+                rows.append({"method": "m", "preset": "offline", "category": category, "k": k, "seed": seed,
+                             "status": status, "f1_max": 0.5 + 0.1 * k if status == "ok" else None})
+    return _results(rows)
+
+
+def _row(board, category, k):
+    return board[(board.category == category) & (board.k == k)].iloc[0]
+
+
+def test_complete_grid_has_no_missing_cells():
+    board = aggregate(_grid())
+    assert list(board.columns)[-1] == "missing_cells" and (board.missing_cells == 0).all()
+
+
+def test_overall_and_aufc_over_an_incomplete_set_are_flagged():
+    board = aggregate(_grid(fail=[("b", 2, 1)]))
+    assert _row(board, "overall", "2").missing_cells == 1  # seed 1 of k=2 averages category a only
+    assert _row(board, "overall", "all").missing_cells == 1 and _row(board, "b", "all").missing_cells == 1
+    assert _row(board, "b", "2").missing_cells == 1
+    assert _row(board, "overall", "1").missing_cells == 0 and _row(board, "a", "all").missing_cells == 0
+
+
+def test_aufc_missing_a_whole_k_is_flagged():
+    board = aggregate(_grid(skip=[("b", 2, 0), ("b", 2, 1)]))  # no row at all: a crash before b's k=2 cells
+    summary = _row(board, "b", "all")
+    assert summary.missing_cells == 2 and pd.isna(summary.aufc)  # only k=1 left for b
+    assert _row(board, "overall", "all").missing_cells == 2
+
+
+def test_status_counts_include_cells_without_a_row():
+    from leaderboard.aggregate import status_counts
+    from leaderboard.render import cell_summary
+
+    counts = status_counts(_grid(skip=[("b", 2, 0)], fail=[("a", 1, 0)]))
+    assert dict(zip(counts.status, counts.cells)) == {"ok": 6, "failed": 1, "missing": 1}
+    assert cell_summary(counts).startswith("cells: 6 ok, 1 failed, 0 skipped, 1 missing")

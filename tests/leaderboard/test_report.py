@@ -5,6 +5,7 @@ import pytest
 
 from leaderboard.__main__ import main
 from leaderboard.show import write_report
+from runfolder.schema import RunPaths
 from submission.config import RunConfig
 from submission.runner import run
 
@@ -19,12 +20,12 @@ def run_dir(tiny_loco, tmp_path_factory):
 def test_report_figures_exist(run_dir):
     report = write_report(run_dir).read_text()
     for name in ("f1_vs_k.png", "auroc_bars.png", "overlays.png"):
-        assert (run_dir / "plots" / name).stat().st_size > 1000 and f"plots/{name}" in report
+        assert RunPaths(run_dir).plot(name).stat().st_size > 1000 and f"plots/{name}" in report
 
 
 def test_report_tables_equal_the_csv(run_dir):
     report = write_report(run_dir).read_text()
-    board = pd.read_csv(run_dir / "leaderboard.csv", dtype={"k": str})
+    board = pd.read_csv(RunPaths(run_dir).leaderboard, dtype={"k": str})
     checked = 0
     for line in report.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -55,7 +56,7 @@ def test_shards_merge_into_the_whole_grid(tiny_loco, tmp_path):
     whole = run(RunConfig(**common, out=tmp_path / "whole"))
     shards = [run(RunConfig(**common, out=tmp_path / f"shard{i}", shard=(i, 3))) for i in range(3)]
     assert main(["merge", str(tmp_path / "merged"), *map(str, shards)]) == 0
-    merged = pd.read_csv(tmp_path / "merged" / "results.csv").sort_values(["k", "seed"]).reset_index(drop=True)
-    expected = pd.read_csv(whole / "results.csv").sort_values(["k", "seed"]).reset_index(drop=True)
+    merged = pd.read_csv(RunPaths(tmp_path / "merged").results).sort_values(["k", "seed"]).reset_index(drop=True)
+    expected = pd.read_csv(RunPaths(whole).results).sort_values(["k", "seed"]).reset_index(drop=True)
     assert len(merged) == 4
     pd.testing.assert_series_equal(merged["f1_max"], expected["f1_max"])

@@ -4,23 +4,26 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from leaderboard.score_parts import aggregate_score_parts, read_score_parts
+from runfolder.schema import RunPaths
 
 KINDS = ["good"] * 3 + ["logical_anomalies"] * 2 + ["structural_anomalies"] * 2
 LABELS = [0, 0, 0, 1, 1, 1, 1]
 
 
-def _write(run, method, cell, category, local, glob):
-    folder = run / "scores" / method / cell
-    folder.mkdir(parents=True, exist_ok=True)
+def _write(run, method, k, seed, category, local, glob):
+    path = RunPaths(run).scores(method, k, seed, category)
+    path.parent.mkdir(parents=True, exist_ok=True)
     score = [a + b for a, b in zip(local, glob)]
-    pd.DataFrame({"image": [f"{k}/{i:03d}" for i, k in enumerate(KINDS)], "kind": KINDS, "label": LABELS,
-                  "score": score, "local": local, "global": glob}).to_csv(folder / f"{category}.csv", index=False)
+    images = [f"{kind}/{i:03d}" for i, kind in enumerate(KINDS)]
+    pd.DataFrame({"image": images, "kind": KINDS, "label": LABELS, "score": score,
+                  "path": [f"{category}/test/{image}.png" for image in images],
+                  "local": local, "global": glob}).to_csv(path, index=False)
 
 
 def test_branch_aurocs_per_anomaly_kind(tmp_path):
     local = [0.1, 0.2, 0.3, 0.15, 0.25, 0.9, 0.8]  # catches structural anomalies only
     glob = [0.1, 0.2, 0.3, 0.9, 0.8, 0.25, 0.05]  # catches logical anomalies only
-    _write(tmp_path, "gcad", "k4_s0", "pill_tray", local, glob)
+    _write(tmp_path, "gcad", 4, 0, "pill_tray", local, glob)
     parts = read_score_parts(tmp_path).set_index("part")
     assert parts.loc["global", "auroc_logical"] == 1.0 and parts.loc["local", "auroc_structural"] == 1.0
     logical = [0, 1, 2, 3, 4]
@@ -32,8 +35,8 @@ def test_branch_aurocs_per_anomaly_kind(tmp_path):
 def test_overall_is_the_mean_over_categories_within_a_seed(tmp_path):
     perfect, inverted = [0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0]
     for seed, second in ((0, perfect), (1, inverted)):
-        _write(tmp_path, "gcad", f"k2_s{seed}", "a", perfect, perfect)
-        _write(tmp_path, "gcad", f"k2_s{seed}", "b", second, second)
+        _write(tmp_path, "gcad", 2, seed, "a", perfect, perfect)
+        _write(tmp_path, "gcad", 2, seed, "b", second, second)
     table = aggregate_score_parts(read_score_parts(tmp_path))
     overall = table[(table["category"] == "overall") & (table["part"] == "local")].iloc[0]
     assert overall["auroc"] == pytest.approx(0.75)  # seed 0: (1 + 1)/2, seed 1: (1 + 0)/2
@@ -42,7 +45,17 @@ def test_overall_is_the_mean_over_categories_within_a_seed(tmp_path):
 
 
 def test_runs_without_score_parts_give_an_empty_table(tmp_path):
-    folder = tmp_path / "scores" / "patchcore" / "k1_s0"
-    folder.mkdir(parents=True)
-    pd.DataFrame({"image": ["good/000"], "kind": ["good"], "label": [0], "score": [0.1]}).to_csv(folder / "a.csv", index=False)
+    path = RunPaths(tmp_path).scores("patchcore", 1, 0, "a")
+    path.parent.mkdir(parents=True)
+    pd.DataFrame({"image": ["good/000"], "kind": ["good"], "label": [0], "score": [0.1],
+                  "path": ["a/test/good/000.png"]}).to_csv(path, index=False)
     assert aggregate_score_parts(read_score_parts(tmp_path)).empty
+
+
+def test_score_csvs_written_before_the_path_column_still_read(tmp_path):
+    path = RunPaths(tmp_path).scores("gcad", 1, 0, "a")
+    path.parent.mkdir(parents=True)
+    pd.DataFrame({"image": ["good/000", "logical_anomalies/000"], "kind": ["good", "logical_anomalies"],
+                  "label": [0, 1], "score": [0.1, 0.9], "local": [0.2, 0.3]}).to_csv(path, index=False)
+    parts = read_score_parts(tmp_path)
+    assert sorted(parts["part"]) == ["local", "score"] and parts.set_index("part").loc["local", "auroc_logical"] == 1.0

@@ -47,7 +47,24 @@ def test_a_wrong_explicit_path_is_reported(empty_caches):
 def test_feature_cache_computes_each_image_once():
     cache = FeatureCache(torch.device("cpu"))
     images = torch.rand(3, 3, 64, 64)
-    first = cache.get("lite0", images)
-    second = cache.get("lite0", images[[2, 0]])
+    first = cache.get("lite0", images, (2, 3))
+    second = cache.get("lite0", images[[2, 0]], (3,))
     assert cache.passes["lite0"] == 3
-    assert torch.equal(second[1][0], first[1][2]) and torch.equal(second[1][1], first[1][0])
+    assert torch.equal(second[0][0], first[1][2]) and torch.equal(second[0][1], first[1][0])
+
+
+def test_feature_cache_computes_and_keeps_only_the_levels_asked_for(monkeypatch):
+    cache = FeatureCache(torch.device("cpu"), pretrained=False)
+    asked = []
+    extractor = cache.extractor("lite0")
+    forward = extractor.forward
+    monkeypatch.setattr(extractor, "forward",
+                        lambda images, levels=None: asked.append(levels) or forward(images, levels))
+    images = torch.rand(2, 3, 64, 64)
+    maps = cache.get("lite0", images, (2, 3))
+    assert asked == [(2, 3)] and [m.shape[1] for m in maps] == extractor.channels((2, 3))
+    assert {key[2] for key in cache.store._entries} == {2, 3}  # level 1 is neither computed nor kept
+    cache.get("lite0", images, (3,))
+    assert asked == [(2, 3)] and cache.passes["lite0"] == 2  # level 3 was there: no second pass
+    cache.get("lite0", images, (1,))
+    assert asked == [(2, 3), (1,)] and cache.passes["lite0"] == 4

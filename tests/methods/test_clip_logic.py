@@ -5,7 +5,7 @@ import torch
 
 import methods.clip_logic as clip_logic
 from methods import clip_towers
-from methods.backbones import FeatureCache, WeightsMissing
+from methods.backbones import FeatureCache, WeightsInvalid, WeightsMissing
 from methods.base import FitContext
 from methods.registry import build_config
 from submission.datasets.procedural import ProceduralConfig, render_sample
@@ -20,7 +20,7 @@ TINY_CONFIG = dict(embed_dim=32, vision_cfg=dict(image_size=48, patch_size=8, wi
 def tiny_clip(monkeypatch):
     """A tiny randomly initialised open_clip CLIP (48 px, 6x6 patches) known to the tower builder."""
     monkeypatch.setitem(clip_towers.EXTRA_MODEL_CONFIGS, TINY, TINY_CONFIG)
-    return clip_towers.get_tower(TINY, "none", None, False, torch.device("cpu"))
+    return FeatureCache(torch.device("cpu"), pretrained=False).clip_tower(TINY, "none")
 
 
 _FEATURES: dict[bool, FeatureCache] = {}
@@ -164,10 +164,12 @@ def test_missing_clip_weights_give_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setattr(clip_towers, "OPEN_CLIP_URL_CACHE", tmp_path / "clip")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(WeightsMissing) as error:
+    with pytest.raises(WeightsInvalid, match="--weights ViT-B-16-plus-240=.*nope.pt: no such file"):  # no fallback
         clip_towers.resolve_clip_weights("ViT-B-16-plus-240", "laion400m_e31", tmp_path / "nope.pt")
+    with pytest.raises(WeightsMissing) as error:
+        clip_towers.resolve_clip_weights("ViT-B-16-plus-240", "laion400m_e31")
     message = str(error.value)
-    assert "ViT-B-16-plus-240" in message and "nope.pt (no such file)" in message
+    assert "ViT-B-16-plus-240" in message and not isinstance(error.value, WeightsInvalid)
     assert "--weights ViT-B-16-plus-240=PATH" in message and "--preset offline" in message
     assert "Hugging Face hub cache" in message and str(tmp_path / "clip") in message
     method = _method("clip_logic", preset="paper")

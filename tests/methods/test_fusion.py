@@ -1,15 +1,22 @@
 import pytest
 import torch
 
-from methods import create_method
 from methods.backbones import FeatureCache
-from methods.base import FitContext, Prediction
-from methods.fusion import Fusion, FusionConfig, Standardiser
+from methods.base import FitContext, FittedMember, Prediction
+from methods.cell import CellSetting, fit_method
+from methods.fusion import Fusion, FusionConfig
+from methods.registry import MethodVariant, build_variant
+
+
+def _setting(seed=0):
+    return CellSetting("toy", seed, torch.device("cpu"), FeatureCache(torch.device("cpu")))
 
 
 def _context(fitted=None):
-    return FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")),
-                      fitted=fitted or {})
+    """A fit context whose members are already-fitted instances (spies), recorded as the cell would."""
+    bare = FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")))
+    members = {spec: FittedMember(build_variant(method.name), method, bare) for spec, method in (fitted or {}).items()}
+    return FitContext(bare.device, bare.generator, bare.features, members=members)
 
 
 class Spy:
@@ -49,23 +56,21 @@ def test_constant_member_scores_do_not_divide_by_zero():
     fusion.fit(torch.rand(1, 3, 16, 16), category="toy", context=_context({"patchcore": Spy(constant=3.0)}))
     z = fusion.predict(torch.rand(3, 3, 16, 16)).scores
     assert torch.isfinite(z).all() and torch.allclose(z, torch.zeros(3))
-    assert Standardiser.fit(torch.full((5,), 2.0)).std == 1.0
+    assert float(fusion.score_stats["patchcore"].scale) == 1.0  # constant scores: shifted only
 
 
 @pytest.mark.parametrize("loo_views", [0, 3])
 def test_leave_one_out_statistics_of_a_training_free_member(loo_views):
     torch.manual_seed(0)
     support = torch.rand(3, 3, 64, 64)
-    member = create_method("patchcore", preset="offline")
-    context = _context()
-    member.fit(support, category="toy", context=context)
-    fusion = Fusion(FusionConfig(loo_views=loo_views, loo_views_max_k=3))
-    fusion.fit(support, category="toy", context=_context({"patchcore": member}))
+    setting = _setting()
+    member = fit_method(build_variant("patchcore"), support, setting)
+    fusion = fit_method(build_variant(f"fusion:loo_views={loo_views},loo_views_max_k=3"), support, setting,
+                        {"patchcore": member}).method
     held_out_scores = []
     for held_out in range(3):
-        fresh = create_method("patchcore", preset="offline")
-        fresh.fit(torch.cat([support[:held_out], support[held_out + 1:]]), category="toy", context=context)
-        held_out_scores.append(float(fresh.predict(support[held_out:held_out + 1]).scores))
+        fresh = fit_method(build_variant("patchcore"), torch.cat([support[:held_out], support[held_out + 1:]]), setting)
+        held_out_scores.append(float(fresh.method.predict(support[held_out:held_out + 1]).scores))
     assert fusion.holdout_used["patchcore"] == "leave-one-out"
     if loo_views == 0:  # exactly the mean of the k held-out images' scores
         assert fusion.score_stats["patchcore"].mean == pytest.approx(sum(held_out_scores) / 3, rel=1e-5)
@@ -77,7 +82,7 @@ def test_leave_one_out_statistics_of_a_training_free_member(loo_views):
 
 def test_holdout_views_never_flip():
     from methods.fusion import HOLDOUT_VIEWS
-    assert not HOLDOUT_VIEWS.hflip and not HOLDOUT_VIEWS.vflip  # a flip swaps slots: a logical anomaly
+    assert HOLDOUT_VIEWS.hflip_p == 0 and HOLDOUT_VIEWS.vflip_p == 0  # a flip swaps slots: a logical anomaly
 
 
 def test_a_named_member_must_have_been_fitted():
@@ -100,10 +105,8 @@ def test_combine_of_member_predictions_equals_predict():
     assert torch.allclose(combined.scores, expected)
 
 
-def test_refits_see_the_context_the_member_was_fitted_with(monkeypatch):
+def test_refits_see_the_context_the_member_was_fitted_with():
     from types import SimpleNamespace
-
-    import methods.fusion as fusion_module
 
     seen = []
 
@@ -111,13 +114,13 @@ def test_refits_see_the_context_the_member_was_fitted_with(monkeypatch):
         def fit(self, support, *, category, context):
             seen.append((context.auxiliary, context.artifacts))
 
-    entry = SimpleNamespace(trains=True, needs_fitted=False, factory=lambda config: Recorder())
-    monkeypatch.setattr(fusion_module, "get_entry", lambda name: entry)
+    entry = SimpleNamespace(name="regad", trains=True, needs_fitted=False, factory=lambda config: Recorder())
     auxiliary = lambda: []  # noqa: E731  (what the runner hands RegAD)
     member_context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(1), FeatureCache(torch.device("cpu")),
                                 auxiliary=auxiliary, artifacts=None)
-    member = Recorder()
+    variant = MethodVariant("regad", entry, None)
+    member = FittedMember(variant, Recorder(), member_context)
     context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")),
-                         fitted={"regad": member}, member_contexts={"regad": member_context})
+                         members={"regad": member})
     Fusion(FusionConfig(holdout="refit")).fit(torch.rand(3, 3, 16, 16), category="toy", context=context)
     assert len(seen) == 3 and all(aux is auxiliary for aux, _ in seen)  # k refits, each with the member's auxiliary

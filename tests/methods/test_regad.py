@@ -84,7 +84,7 @@ def test_stages_and_restored_features_reproduce_the_backbone(backbone):
     images = torch.rand(2, 3, 64, 64)
     expected = extractor(images)
     assert len(backbone_stages(extractor.model)) == 3
-    net = RegADNet(extractor.model, extractor.mean, extractor.std, normalize=True).eval()
+    net = RegADNet(extractor.model, extractor.normalise.mean, extractor.normalise.std, normalize=True).eval()
     with torch.no_grad():
         restored = net.restored_features(images)  # identity STNs: warped back = plain features
     for got, want in zip(restored, expected):
@@ -152,7 +152,7 @@ def test_runner_auxiliary_categories_exclude_the_target(tiny_loco):
     target = read_category(tiny_loco, "pill_tray", "loco")
     target_pixels = store.stack(target.train_good)
     for source in ("dataset", str(tiny_loco)):
-        others = auxiliary_categories(source, target, RunConfig(data=tiny_loco, image_size=64), store)
+        others = auxiliary_categories(source, target, "loco", store)
         assert sorted(c.name for c in others) == ["cable_pair", "part_slots"]
         for category in others:
             assert category.images.shape == (6, 3, 64, 64)

@@ -10,8 +10,9 @@ from sklearn.metrics import roc_auc_score
 import methods.simplenet  # noqa: F401  (registers "simplenet")
 from methods.backbones import FeatureCache
 from methods.base import FitContext
+from methods.augment import augment
 from methods.registry import build_config
-from methods.simplenet import (Discriminator, SimpleNetConfig, augment, embedding_kernels,
+from methods.simplenet import (Discriminator, SimpleNetConfig, augment_config, embedding_kernels,
                                neighbourhood_embedding, pooling_matrix, truncated_l1_loss)
 from submission.datasets.procedural import ProceduralConfig, render_sample
 
@@ -66,13 +67,13 @@ def test_embedding_equals_the_official_chain_and_has_the_shallow_grid():
 def test_augmented_views_keep_shape_and_range_and_differ_from_the_input():
     images = torch.rand(3, 3, 32, 32)
     config = SimpleNetConfig()
-    views = augment(images, config, flips=True, generator=torch.Generator().manual_seed(0))
+    views = augment(images, augment_config(config, flips=True), torch.Generator().manual_seed(0))
     assert views.shape == images.shape and views.min() >= 0 and views.max() <= 1
     assert not torch.allclose(views, images)
-    again = augment(images, config, flips=True, generator=torch.Generator().manual_seed(0))
+    again = augment(images, augment_config(config, flips=True), torch.Generator().manual_seed(0))
     assert torch.equal(views, again)
     still = dataclasses.replace(config, rotation_degrees=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
-    assert torch.allclose(augment(images, still, flips=False, generator=torch.Generator()), images, atol=1e-5)
+    assert torch.allclose(augment(images, augment_config(still, flips=False), torch.Generator()), images, atol=1e-5)
 
 
 def test_discriminator_maps_features_to_one_logit():

@@ -67,3 +67,26 @@ def test_a_corrupted_archive_is_rejected(archive, tmp_path):
 def test_unknown_method_is_an_error(archive):
     with pytest.raises(HarnessError, match="not in this run"):
         package(archive.parent.parent / "tiny", "simplenet", archive.parent)
+
+
+REGAD = "regad:source=dataset,train_epochs=1,train_batch=4,train_size=32"
+
+
+@pytest.fixture(scope="module")
+def fused_run(tiny_loco, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pkg_fusion") / "fused"
+    run(RunConfig(data=tiny_loco, categories=("pill_tray",), shots=(2,), seeds=(42,),
+                  methods=("patchcore", REGAD, "fusion"), preset="offline", image_size=64, out=out))
+    return out
+
+
+@pytest.mark.parametrize("method", [REGAD, "fusion"])
+def test_regad_and_fusion_bundles_verify_the_way_they_ran(fused_run, method):
+    """RegAD needs its meta-trained model (artifacts) and auxiliary categories; fusion needs every member."""
+    archive = package(fused_run, method, fused_run.parent / "dist")
+    report = verify(archive)
+    assert report.cell == "pill_tray k=2 seed=42"
+    assert report.bundle == pytest.approx(report.stored, rel=1e-3, abs=1e-4)
+    names = tarfile.open(archive).getnames()
+    if method == REGAD:
+        assert any(name.startswith("bundle/artifacts/") and name.endswith(".pt") for name in names)

@@ -1,18 +1,20 @@
 """End to end on the tiny procedural dataset: run folder, resume, maps, pre-flight and bad input."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from runfolder.schema import RunPaths, manifest_key
 from submission.cli import main
 from submission.config import RunConfig
 from submission.runner import run
 
 
 def _rows(run_dir):
-    with open(run_dir / "results.csv", newline="") as handle:
+    with open(RunPaths(run_dir).results, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -36,20 +38,23 @@ def test_one_ok_row_per_cell_with_metrics(finished_run):
 
 
 def test_manifest_holds_the_vand_support_names(finished_run):
-    manifest = json.loads((finished_run / "manifest.json").read_text())
-    assert manifest["pill_tray"]["k2_s42"][:1] == manifest["pill_tray"]["k1_s42"]
-    config = json.loads((finished_run / "config.json").read_text())
+    manifest = json.loads(RunPaths(finished_run).manifest.read_text())
+    assert manifest["pill_tray"][manifest_key(2, 42)][:1] == manifest["pill_tray"][manifest_key(1, 42)]
+    config = json.loads(RunPaths(finished_run).config.read_text())
     assert config["backbone_passes"]["lite0"] > 0 and config["preset"] == "offline"
 
 
 def test_scores_csv_per_cell(finished_run):
-    with open(finished_run / "scores" / "patchcore" / "k1_s42" / "pill_tray.csv", newline="") as handle:
+    with open(RunPaths(finished_run).scores("patchcore", 1, 42, "pill_tray"), newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [c for c in rows[0]][:4] == ["image", "kind", "label", "score"] and len(rows) == 10
+    assert [c for c in rows[0]][:5] == ["image", "kind", "label", "score", "path"] and len(rows) == 10
+    config = json.loads(RunPaths(finished_run).config.read_text())
+    for row in rows:  # the test image, relative to the dataset root
+        assert row["path"] == f"pill_tray/test/{row['image']}.png" and (Path(config["data"]) / row["path"]).is_file()
 
 
 def test_maps_are_saved_at_mask_resolution(finished_run):
-    path = finished_run / "maps" / "patchcore" / "k1_s0" / "part_slots" / "test" / "logical_anomalies" / "000.tiff"
+    path = RunPaths(finished_run).map("patchcore", 1, 0, "part_slots", "logical_anomalies/000")
     anomaly_map = np.asarray(Image.open(path))
     assert anomaly_map.dtype == np.float32 and anomaly_map.shape == (64, 64)
 
@@ -68,7 +73,8 @@ def test_leaderboard_written_by_the_cli(tiny_loco, tmp_path):
     code = main(["run", "--data", str(tiny_loco), "--categories", "cable_pair", "--shots", "1", "2", "--seeds", "1",
                  "--methods", "patchcore", "--preset", "offline", "--image-size", "64", "--out", str(out)])
     assert code == 0
-    assert (out / "leaderboard.csv").is_file() and (out / "report.md").is_file() and (out / "plots" / "f1_vs_k.png").is_file()
+    paths = RunPaths(out)
+    assert paths.leaderboard.is_file() and paths.report.is_file() and paths.plot("f1_vs_k.png").is_file()
 
 
 def test_paper_preset_without_weights_exits_2(tiny_loco, tmp_path, monkeypatch, capsys):
@@ -77,7 +83,7 @@ def test_paper_preset_without_weights_exits_2(tiny_loco, tmp_path, monkeypatch, 
     code = main(["run", "--data", str(tiny_loco), "--shots", "1", "--methods", "patchcore", "--out", str(tmp_path / "r")])
     output = capsys.readouterr().out
     assert code == 2 and "wide_resnet50_2" in output and "--preset offline" in output
-    assert not (tmp_path / "r" / "results.csv").exists()
+    assert not RunPaths(tmp_path / "r").results.exists()
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -105,7 +111,7 @@ def test_methods_command_lists_weights(capsys):
 
 
 def _scores(run_dir, variant, cell, category):
-    with open(run_dir / "scores" / variant / cell / f"{category}.csv", newline="") as handle:
+    with open(RunPaths(run_dir).scores(variant, *cell, category), newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -122,8 +128,8 @@ def test_fusion_reuses_the_members_test_predictions(tiny_loco, tmp_path, monkeyp
     run(RunConfig(methods=("patchcore", "fusion"), **common))  # patchcore's cell is done: refitted, predicted once
     rows = _rows(tmp_path)
     assert [(r["method"], r["status"]) for r in rows] == [("patchcore", "ok"), ("fusion", "ok")]
-    member = _scores(tmp_path, "patchcore", "k2_s0", "pill_tray")
-    fused = _scores(tmp_path, "fusion", "k2_s0", "pill_tray")
+    member = _scores(tmp_path, "patchcore", (2, 0), "pill_tray")
+    fused = _scores(tmp_path, "fusion", (2, 0), "pill_tray")
     stats = json.loads(rows[1]["method_info"])["stats"]["patchcore"]
     expected = [(float(r["score"]) - stats["mean"]) / stats["std"] for r in member]
     assert [float(r["score"]) for r in fused] == pytest.approx(expected, rel=1e-4, abs=1e-5)

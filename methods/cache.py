@@ -1,0 +1,77 @@
+"""The run's content cache: values computed from image content (backbone features, CLIP encodings, RegAD's
+test embeddings), kept across cells and methods, bounded by bytes and evicted least recently used first.
+
+One instance per run, owned by the run's `FeatureCache` and reached by methods as `context.features.store`;
+nothing is cached at module level, so nothing outlives the run (or leaks from one test into the next).
+Keys are tuples that start with what computed the value (e.g. `("features", "lite0", 2, digest)`).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Callable, Hashable, Sequence
+
+import torch
+
+Value = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def image_digest(image: torch.Tensor) -> bytes:
+    """A 16-byte digest of one image's pixels (float32, on the CPU): the content part of every cache key."""
+    pixels = image.detach().to("cpu", torch.float32).contiguous().numpy()
+    return hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
+
+
+def value_bytes(value: Value) -> int:
+    """Bytes held by a tensor or a tuple of tensors."""
+    tensors = value if isinstance(value, tuple) else (value,)
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class ContentCache:
+    """A mapping from keys to tensors (or tuples of tensors) holding at most `max_bytes`; least recently
+    used entries are evicted first. A value larger than the whole bound is returned but not kept."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"cache bound max_bytes={max_bytes} must be >= 0")
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[Hashable, Value] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
+    def get(self, key: Hashable) -> Value | None:
+        """The value of `key` (now the most recently used), or None."""
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: Value) -> None:
+        """Keep `value` under `key`, then evict least recently used entries until within the bound."""
+        if key in self._entries:
+            self.bytes -= value_bytes(self._entries.pop(key))
+        size = value_bytes(value)
+        if size > self.max_bytes:
+            return
+        self._entries[key] = value
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= value_bytes(evicted)
+
+    def get_many(self, keys: Sequence[Hashable], compute: Callable[[list[int]], list[Value]]) -> list[Value]:
+        """The values of `keys`; `compute(indices)` makes the missing ones (in that order), which are kept.
+        Values evicted while storing this batch are still returned."""
+        found = {i: value for i, key in enumerate(keys) if (value := self.get(key)) is not None}
+        missing = [i for i in range(len(keys)) if i not in found]
+        if missing:
+            for i, value in zip(missing, compute(missing)):
+                found[i] = value
+                self.put(keys[i], value)
+        return [found[i] for i in range(len(keys))]
