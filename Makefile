@@ -25,5 +25,5 @@ bench: install  ## time the default run and write BENCHMARKS.md figures
 clean:
 	rm -rf $(VENV) runs dist
 
-image-test:  ## build the Dockerfile with podman on a debootstrapped base and run it (downloads a CUDA torch; not in CI)
+image-test:  ## build the Dockerfile with podman on a debootstrapped base, run it, build and evaluate a bundle image (downloads a CUDA torch; not in CI)
 	bash bench/image_test.sh

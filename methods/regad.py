@@ -189,6 +189,31 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)[-60:]
 
 
+def _artifact_suffix(config: RegADConfig) -> str:
+    """What follows the target category's slug in the name of a meta-trained model file of `config`."""
+    fields = {k: v for k, v in asdict(config).items() if k.startswith("train_") or k in (
+        "backbone", "stn_mode", "input_size", "normalize", "source")}
+    fields["state_format"] = 2  # 2: normalisation buffers under `normalise.` (older files are not loaded)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    return f"__{_slug(config.source)}__{digest}.pt"
+
+
+def served_categories(config: RegADConfig, artifacts: Path) -> list[str] | None:
+    """The target categories a variant can serve from its artifacts folder alone (no auxiliary data): those with a
+    meta-trained model of this config; None when it needs none (`train_epochs=0`: any category)."""
+    if config.train_epochs == 0:
+        return None
+    suffix = _artifact_suffix(config)
+    folder = Path(artifacts)
+    names = [path.name[:-len(suffix)] for path in folder.glob(f"*{suffix}")] if folder.is_dir() else []
+    return sorted(name for name in names if name)
+
+
+def artifact_category(category: str) -> str:
+    """A category's name as it appears in its meta-trained model's file name (and in `served_categories`)."""
+    return _slug(category)
+
+
 class RegAD:
     """Mahalanobis distance of registered test features to the augmented supports' per-position Gaussian."""
 
@@ -216,11 +241,7 @@ class RegAD:
     def _artifact_path(self, category: str, context: FitContext) -> Path | None:
         if context.artifacts is None:
             return None
-        fields = {k: v for k, v in asdict(self.config).items() if k.startswith("train_") or k in (
-            "backbone", "stn_mode", "input_size", "normalize", "source")}
-        fields["state_format"] = 2  # 2: normalisation buffers under `normalise.` (older files are not loaded)
-        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
-        return Path(context.artifacts) / f"{_slug(category)}__{_slug(self.config.source)}__{digest}.pt"
+        return Path(context.artifacts) / f"{_slug(category)}{_artifact_suffix(self.config)}"
 
     def _auxiliary_images(self, category: str, auxiliary: Callable[[], Iterable[AuxiliaryCategory]] | None,
                           device: torch.device) -> tuple[list[torch.Tensor], list[str]]:

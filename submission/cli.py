@@ -1,4 +1,4 @@
-"""`python -m submission run | methods | synth`: parse arguments into dataclasses and call the library."""
+"""`python -m submission run | methods | weights | synth`: parse arguments into dataclasses and call the library."""
 from __future__ import annotations
 
 import argparse
@@ -50,12 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", nargs="+", type=_weights_pair, default=[], metavar="NAME=PATH")
     run.add_argument("--image-size", type=int, default=256)
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--precision", default="auto", choices=("auto", "fp32"),
+                     help="frozen networks on CUDA: auto = autocast bf16 (fp16 without bf16 support), fp32 = off")
     run.add_argument("--out", type=Path, help="the run folder (default: runs/<timestamp>)")
     run.add_argument("--save-maps", action="store_true", help="write float32 TIFF maps in the LOCO evaluator's layout")
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--shard", type=_shard, help="i/n: run every n-th cell starting at i (merge with leaderboard merge)")
 
     commands.add_parser("methods", help="list registered methods and the weights each preset needs")
+
+    weights = commands.add_parser("weights", help="where each weight file is (SHA-256, licence); 'fetch' downloads "
+                                                  "the missing ones")
+    weights.add_argument("action", nargs="?", choices=("fetch",), help="download what is missing into the caches")
+    weights.add_argument("--preset", choices=("paper", "offline"), default="paper")
+    weights.add_argument("--methods", nargs="+", default=[], help="NAME[:key=value,...]; default: every registered method")
+    weights.add_argument("--weights", nargs="+", type=_weights_pair, default=[], metavar="NAME=PATH")
 
     package = commands.add_parser("package", help="bundle one method of a finished run for an evaluator")
     package.add_argument("run_dir", type=Path)
@@ -64,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser("verify", help="check a bundle's checksums and its entry point's scores")
     verify.add_argument("archive", type=Path)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a bundle on MVTec LOCO as the VAND kit does "
+                                                    "(metrics.csv, results.json)")
+    evaluate.add_argument("archive", type=Path)
+    evaluate.add_argument("--data", type=Path, required=True, help="MVTec LOCO root (or any LOCO-layout root)")
+    evaluate.add_argument("--categories", nargs="+", default=[], help="default: the kit's five, else every folder")
+    evaluate.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8], help="the kit's k (default 1 2 4 8)")
+    evaluate.add_argument("--seeds", nargs="+", type=int, default=[42, 0, 1234])
+    evaluate.add_argument("--out", type=Path, default=Path("."), help="where metrics.csv and results.json go")
+    evaluate.add_argument("--batch-size", type=int, default=128, help="first batch size (halved on CUDA OOM)")
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
     synth = commands.add_parser("synth", help="write the procedural LOCO-like dataset")
     synth.add_argument("--out", type=Path, required=True)
@@ -81,7 +101,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     config = RunConfig(  # checks every option (RunConfig.validate), as run(RunConfig) from Python does
         data=args.data, format=args.format, categories=tuple(args.categories), shots=tuple(args.shots),
         seeds=tuple(args.seeds), methods=tuple(args.methods), preset=args.preset, weights=dict(args.weights),
-        image_size=args.image_size, device=args.device, out=args.out, save_maps=args.save_maps,
+        image_size=args.image_size, device=args.device, precision=args.precision, out=args.out,
+        save_maps=args.save_maps,
         batch_size=args.batch_size, shard=args.shard,
     )
     run_dir = run(config, console)
@@ -119,6 +140,23 @@ def command_methods(console: Console) -> int:
     return 0
 
 
+def command_weights(args: argparse.Namespace, console: Console) -> int:
+    """The weights report (exit 0 even when files are missing), or `fetch` (exit 2 when any file cannot be got)."""
+    from submission.weights import fetch, print_report, weights_report
+
+    names = [name for name, _ in args.weights]
+    if len(set(names)) != len(names):
+        raise HarnessError(f"--weights: {', '.join(sorted({n for n in names if names.count(n) > 1}))} given twice")
+    rows = weights_report(tuple(args.methods), args.preset, dict(args.weights))
+    if args.action == "fetch":
+        code = fetch(rows, console)
+        if code != 0:
+            return code
+        rows = weights_report(tuple(args.methods), args.preset, dict(args.weights))  # as a run will now find them
+    print_report(rows, args.preset, console)
+    return 0
+
+
 def command_synth(args: argparse.Namespace, console: Console) -> int:
     from submission.datasets.procedural import ProceduralConfig, generate
 
@@ -137,10 +175,17 @@ def main(argv: list[str] | None = None) -> int:
             return command_run(args, console)
         if args.command == "methods":
             return command_methods(console)
+        if args.command == "weights":
+            return command_weights(args, console)
         if args.command == "package":
-            from submission.packaging import package
+            from submission.packaging import package_bundle
 
-            console.print(f"bundle written: {package(args.run_dir, args.method, args.dist)}")
+            archive, info = package_bundle(args.run_dir, args.method, args.dist)
+            console.print(f"bundle written: {archive}", highlight=False, soft_wrap=True)
+            console.print(f"VAND rules: this bundle {escape(info['vand_rules']['statement'])}", highlight=False,
+                          soft_wrap=True)
+            if info["categories"] is not None:
+                console.print(f"serves only: {', '.join(info['categories']) or 'no category'}", highlight=False)
             return 0
         if args.command == "verify":
             from submission.verify import verify
@@ -149,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"verified {args.archive}: checksums ok; {report.cell}: bundle {report.bundle} vs run "
                           f"{report.stored}; unseen image: bundle {report.fresh_bundle:.6f} vs installed "
                           f"{report.fresh_installed:.6f}")
+            return 0
+        if args.command == "evaluate":
+            from submission.kit_eval import evaluate, show
+
+            show(evaluate(args.archive, args.data, categories=args.categories, shots=args.shots, seeds=args.seeds,
+                          out=args.out, batch_size=args.batch_size, device=args.device, console=console), console)
             return 0
         return command_synth(args, console)
     except HarnessError as error:

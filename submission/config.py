@@ -12,6 +12,7 @@ DEFAULT_SEEDS = (42, 0, 1234)
 DEFAULT_SHOTS = (4,)
 FORMATS = ("loco", "mvtec", "folder")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32")  # frozen networks on CUDA: auto = autocast bf16 (fp16 without bf16), fp32 = off
 MIN_IMAGE_SIZE = 32
 SEED_RANGE = (-(2**63), 2**64)  # what torch.manual_seed accepts
 
@@ -40,6 +41,7 @@ class RunConfig:
     batch_size: int = 16
     pretrained: bool = True  # False: random backbone weights (tests only)
     shard: tuple[int, int] | None = None  # (i, n): run only cells i, i+n, i+2n, ... of the grid
+    precision: str = "auto"  # see PRECISIONS; no effect on CPU
 
     def __post_init__(self) -> None:
         self.validate()
@@ -61,6 +63,7 @@ class RunConfig:
         self._check_weights()
         _numbers("--image-size", (self.image_size,), low=MIN_IMAGE_SIZE)
         _choice("--device", self.device, DEVICES)
+        _choice("--precision", self.precision, PRECISIONS)
         _numbers("--batch-size", (self.batch_size,), low=1)
         for name in ("save_maps", "pretrained"):
             if not isinstance(getattr(self, name), bool):

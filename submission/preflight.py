@@ -48,10 +48,20 @@ def preflight(specs: tuple[str, ...], preset: str, weights: dict[str, Path], pre
     _check_distinct(variants)
     for variant in variants:
         _find_weights(variant, weights, pretrained)
+        variant.missing = [_with_fetch_hint(message, variant.spec, preset) for message in variant.missing]
     for variant in variants:
         if variant.entry.needs_fitted:
             _check_members(variant, variants)
     return sorted(variants, key=lambda v: v.entry.needs_fitted)
+
+
+def _with_fetch_hint(message: str, spec: str, preset: str) -> str:
+    """A missing-weights message with the command that downloads the file (not for the bundled Lite0, which
+    comes with its package and has no download)."""
+    if "bundled package" in message:
+        return message
+    methods = f" --methods {spec}" if ":" in spec else ""  # a variant's options may change what it needs
+    return f"{message} With internet, download it with: python -m submission weights fetch --preset {preset}{methods}"
 
 
 def _one_line(error: BaseException) -> str:

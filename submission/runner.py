@@ -141,7 +141,8 @@ class Runner:
         self.device = resolve_device(config.device)
         self.run_dir = Path(config.out or default_run_dir())  # created once the pre-flight has passed
         self.folder: RunFolder | None = None
-        self.features = FeatureCache(self.device, config.weights, config.pretrained, config.batch_size)
+        self.features = FeatureCache(self.device, config.weights, config.pretrained, config.batch_size,
+                                     precision=config.precision)
 
     def run(self) -> Path:
         """Pre-flight, then every cell; returns the run folder."""

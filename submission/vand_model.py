@@ -49,6 +49,33 @@ def image_batch(images: torch.Tensor, scores: torch.Tensor, maps: torch.Tensor |
     return AnomalibImageBatch(image=images, pred_score=scores, anomaly_map=maps)
 
 
+class CategoryNotServed(ValueError):
+    """`setup` on a category the bundle cannot fit: a variant needs a model trained for that category (RegAD's
+    meta-trained model) that the bundle does not hold, and a bundle holds no data to train one."""
+
+
+def check_serves(bundle: dict, category: str) -> None:
+    """`CategoryNotServed` naming the category and the ones the bundle serves, when a variant cannot fit it."""
+    from methods.regad import artifact_category
+
+    for spec, names in bundle.get("serves", {}).items():
+        if artifact_category(category) not in names:
+            raise CategoryNotServed(
+                f"this bundle cannot serve category {category!r}: {spec} has meta-trained models only for "
+                f"{', '.join(names) or 'no category'} (a bundle carries no auxiliary data to train one); "
+                f"categories it serves: {', '.join(bundle.get('categories') or []) or 'none'}")
+
+
+def register_clip_configs(bundle: dict) -> None:
+    """Make the CLIP model configs a bundle carries (models open_clip does not know by name) known to the tower
+    builder and to the config checks, before any variant is built."""
+    if bundle.get("clip_configs"):
+        from methods.clip_towers import EXTRA_MODEL_CONFIGS
+
+        for name, config in bundle["clip_configs"].items():
+            EXTRA_MODEL_CONFIGS.setdefault(name, config)
+
+
 class VandModel(nn.Module):
     """A bundled method behind the VAND kit's `Model` interface; `bundle_dir` holds bundle.json and weights/."""
 
@@ -58,7 +85,9 @@ class VandModel(nn.Module):
         super().__init__()
         self.bundle = json.loads((Path(self.bundle_dir) / "bundle.json").read_text())
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # backbones by name, CLIP towers by open_clip model name: FeatureCache builds both from these files
         self.weights = {name: Path(self.bundle_dir) / path for name, path in self.bundle["weights"].items()}
+        register_clip_configs(self.bundle)
         self.features: FeatureCache | None = None
         self.method: Method | None = None
 
@@ -72,6 +101,7 @@ class VandModel(nn.Module):
         self.device = support.device
         seed = torch.initial_seed()  # the kit's torch.manual_seed(seed), as the harness seeds its cells
         self.method = None
+        check_serves(self.bundle, data["dataset_category"])
         self.features = FeatureCache(self.device, self.weights)
         setting = CellSetting(data["dataset_category"], seed, self.device, self.features,
                               Path(self.bundle_dir) / "artifacts")

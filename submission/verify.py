@@ -1,9 +1,11 @@
 """`python -m submission verify ARCHIVE`: checksums, then the bundle's entry point run in a separate
 process from the unpacked folder against (1) the run's stored per-image scores for one cell and
-(2) the installed harness computing the same cell in process on an image that was not in the run,
-so a bundle that only replays stored scores fails."""
+(2) the installed harness computing the same cell in process (with the bundle's weight files) on an image that
+was not in the run, so a bundle that only replays stored scores fails. A bundle that serves only some categories
+(bundle.json `serves`) must refuse another one at `setup` with an error naming it."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import subprocess
@@ -51,6 +53,13 @@ m.setup({"few_shot_samples": inputs["support"], "dataset_category": category})
 output = m(inputs["images"])  # one batch, as the evaluator's DataLoader feeds it
 assert output.pred_score.shape == (len(inputs["images"]),), output.pred_score.shape
 torch.save(output.pred_score.cpu(), sys.argv[3])
+if m.bundle.get("serves"):  # a category it holds no meta-trained model for: a clear error at setup
+    try:
+        m.setup({"few_shot_samples": inputs["support"], "dataset_category": "not-a-served-category"})
+    except ValueError as error:
+        assert "not-a-served-category" in str(error), error
+    else:
+        raise SystemExit("setup accepted a category the bundle cannot serve")
 '''
 
 
@@ -63,17 +72,46 @@ class VerifyReport:
     bundle: list[float]
     fresh_bundle: float
     fresh_installed: float
+    rules: str = ""  # bundle.json's VAND rules statement
 
 
 def _fit_installed(bundle_info: dict, bundle: Path, support: torch.Tensor, category: Category, seed: int,
                    store: ImageStore) -> Method:
     """The same cell fitted by the installed harness as the runner fits it: the bundle's artifacts (e.g. RegAD's
     meta-trained model) and, for methods trained off the target, the run's auxiliary categories."""
-    variants = [build_variant(spec, bundle_info["preset"]) for spec in [*bundle_info["members"], bundle_info["method"]]]
-    setting = CellSetting(category.name, seed, torch.device("cpu"), FeatureCache(torch.device("cpu")),
-                          bundle / "artifacts",
-                          lambda source: auxiliary_categories(source, category, category.format, store))
-    return fit_cell(variants, support, setting)[bundle_info["method"]].method
+    weights = {name: bundle / path for name, path in bundle_info["weights"].items()}  # the files the bundle ships
+    with _clip_configs(bundle_info):
+        variants = [build_variant(spec, bundle_info["preset"])
+                    for spec in [*bundle_info["members"], bundle_info["method"]]]
+        setting = CellSetting(category.name, seed, torch.device("cpu"), FeatureCache(torch.device("cpu"), weights),
+                              bundle / "artifacts",
+                              lambda source: auxiliary_categories(source, category, category.format, store))
+        return fit_cell(variants, support, setting)[bundle_info["method"]].method
+
+
+@contextlib.contextmanager
+def _clip_configs(bundle_info: dict):
+    """The bundle's CLIP model configs (models open_clip does not know by name) known while the installed harness
+    fits the cell, then forgotten again."""
+    from methods.clip_towers import EXTRA_MODEL_CONFIGS
+
+    added = [name for name in bundle_info.get("clip_configs", {}) if name not in EXTRA_MODEL_CONFIGS]
+    EXTRA_MODEL_CONFIGS.update({name: bundle_info["clip_configs"][name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            EXTRA_MODEL_CONFIGS.pop(name, None)
+
+
+def _check_weight_digests(archive: Path, bundle: Path, info: dict) -> None:
+    """Each shipped weight file is the one the run recorded (its SHA256SUMS line, already checked, against the
+    digest in bundle.json)."""
+    sums = {name: digest for digest, _, name in
+            (line.partition("  ") for line in (bundle / "SHA256SUMS").read_text().splitlines())}
+    for name, digest in info.get("weight_digests", {}).items():
+        if sums.get(info["weights"][name]) != digest:
+            raise HarnessError(f"{archive}: {info['weights'][name]} is not the {name!r} weight file the run used")
 
 
 def verify(archive: Path, n_images: int = 3) -> VerifyReport:
@@ -81,6 +119,7 @@ def verify(archive: Path, n_images: int = 3) -> VerifyReport:
     with tempfile.TemporaryDirectory() as scratch:
         bundle = unpack_checked(Path(archive), Path(scratch))
         info = json.loads((bundle / "bundle.json").read_text())
+        _check_weight_digests(Path(archive), bundle, info)
         run = RunPaths(bundle / "run")
         try:
             config, manifest = read_json(run.config), read_json(run.manifest)
@@ -120,4 +159,4 @@ def verify(archive: Path, n_images: int = 3) -> VerifyReport:
         raise HarnessError(f"{archive}: on an unseen image the bundle gives {float(bundle_scores[-1])}, "
                            f"the installed harness {fresh}")
     return VerifyReport(f"{category_name} k={k} seed={seed}", stored.tolist(), bundle_scores[:-1].tolist(),
-                        float(bundle_scores[-1]), fresh)
+                        float(bundle_scores[-1]), fresh, info.get("vand_rules", {}).get("statement", ""))

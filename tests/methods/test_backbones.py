@@ -1,7 +1,12 @@
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import torch
 
-from methods.backbones import FeatureCache, WeightsMissing, load_backbone, resolve_weights
+from methods.backbones import (BACKBONES, FeatureCache, WeightsInvalid, WeightsMissing, fetch_backbone_weights,
+                               load_backbone, published_digest, resolve_weights, search_weights)
 
 
 @pytest.fixture
@@ -68,3 +73,48 @@ def test_feature_cache_computes_and_keeps_only_the_levels_asked_for(monkeypatch)
     assert asked == [(2, 3)] and cache.passes["lite0"] == 2  # level 3 was there: no second pass
     cache.get("lite0", images, (1,))
     assert asked == [(2, 3), (1,)] and cache.passes["lite0"] == 4
+
+
+def test_search_lists_every_place_in_order_and_how_to_get_the_file(empty_caches):
+    search = search_weights("resnet18")
+    assert search.found is None and [place.split(" (")[0].split(" /")[0] for place in search.searched] == [
+        "Hugging Face hub cache", "torch hub cache"]
+    assert search.place == empty_caches / "torch" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert search.url == "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert search.how_to_get() == f"resnet18: download {search.url} to {search.place}, or pass --weights resnet18=PATH"
+    assert search_weights("lite0").found is not None and search_weights("lite0").place is None
+
+
+def test_published_digest_comes_from_the_provider(tmp_path):
+    assert published_digest(tmp_path / "resnet18-f37072fd.pth") == "f37072fd"  # torchvision's file name
+    assert published_digest(tmp_path / "vit_b_16_plus_240-laion400m_e31-8fb26589.pt") == "8fb26589"  # open_clip's
+    blob = tmp_path / "blobs" / ("ab" * 32)
+    blob.parent.mkdir()
+    blob.write_bytes(b"x")
+    (tmp_path / "model.safetensors").symlink_to(blob)
+    assert published_digest(tmp_path / "model.safetensors") == "ab" * 32  # a hub LFS blob is named by its SHA-256
+    assert published_digest(tmp_path / "model.pth") is None
+
+
+def test_fetched_weights_are_where_resolve_weights_looks(empty_caches, monkeypatch):
+    data = b"torchvision file"
+    name = f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    monkeypatch.setitem(BACKBONES, "resnet18", replace(BACKBONES["resnet18"], torch_hub_file=name))
+    asked = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda url, dst, hash_prefix=None, progress=True: asked.append((url, hash_prefix))
+                        or Path(dst).write_bytes(data))
+    path = fetch_backbone_weights("resnet18")
+    assert asked == [(f"https://download.pytorch.org/models/{name}", name[9:17])]  # torch.hub checks the prefix too
+    assert resolve_weights("resnet18") == path == empty_caches / "torch" / "checkpoints" / name
+
+
+def test_a_fetched_file_with_the_wrong_digest_is_removed_and_named(empty_caches, monkeypatch):
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda url, dst, hash_prefix=None, progress=True: Path(dst).write_bytes(b"corrupt"))
+    target = empty_caches / "torch" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(WeightsInvalid, match=f"{target}.*publishes f37072fd"):
+        fetch_backbone_weights("resnet18")
+    assert not target.exists()
+    with pytest.raises(WeightsMissing):
+        resolve_weights("resnet18")
