@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from bench.paper_preset import SHORT_OPTIONS, registered_methods
+from bench.paper_preset import SHORT_OPTIONS, registered_methods, results_frame
+from runfolder.reading import read_json
+from runfolder.schema import RunPaths
 
 SMOKE_OPTIONS = {**SHORT_OPTIONS, "simplenet": "meta_epochs=1,epochs_per_meta=1", "gcad": "steps=4,distill_steps=4",
                  "regad": "train_epochs=1"}
@@ -26,12 +26,12 @@ SMOKE_OPTIONS = {**SHORT_OPTIONS, "simplenet": "meta_epochs=1,epochs_per_meta=1"
 
 def show(folder: Path, label: str) -> bool:
     """Print the run's cells; True when every cell is ok."""
-    results = folder / "results.csv"
-    if not results.is_file():
-        print(f"[smoke] {label}: no results.csv in {folder}", flush=True)
+    paths = RunPaths(folder)
+    if not paths.results.is_file():
+        print(f"[smoke] {label}: no {paths.results.name} in {folder}", flush=True)
         return False
-    frame = pd.read_csv(results)
-    passes = json.loads((folder / "config.json").read_text()).get("backbone_passes") if (folder / "config.json").is_file() else None
+    frame = results_frame(paths)
+    passes = read_json(paths.config, required=False).get("backbone_passes")
     good = True
     for _, row in frame.iterrows():
         print(f"[smoke] {label}: {row['method']:<45} {row['status']:<8} fit {row['fit_s']!s:>10.8} s "

@@ -37,7 +37,9 @@ import pandas as pd
 
 from bench.child_run import describe_device, device_line, run_child
 from bench.markdown import write_section
-from bench.paper_preset import SHORT_OPTIONS, TINY_OPTIONS, fmt, mib, registered_methods
+from bench.paper_preset import SHORT_OPTIONS, TINY_OPTIONS, fmt, mib, registered_methods, results_frame
+from runfolder.reading import read_json
+from runfolder.schema import RunPaths
 
 # (name, procedural kind, generator seed, LOCO category whose counts it takes, good, logical, structural)
 GRID_CATEGORIES = (
@@ -156,13 +158,14 @@ def ensure_grid_data(root: Path, categories: list[tuple], size: int, workers: in
 
 def backbone_check(folder: Path, passes: dict[str, int] | None) -> dict[str, Any]:
     """Backbone passes against the limit: unique images (test + distinct support) x backbones used."""
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    paths = RunPaths(folder)
+    config = read_json(paths.config, required=False)
     data_root = Path(config.get("data") or ".")
     test = 0
     for name in config.get("categories", []):
         test += sum(len(list((data_root / name / "test" / split).glob("*.png")))
                     for split in ("good", "logical_anomalies", "structural_anomalies"))
-    manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
+    manifest = read_json(paths.manifest, required=False)
     support = {(cat, image) for cat, cells in manifest.items() for names in cells.values() for image in names}
     unique = test + len(support)
     passes = passes or {}
@@ -231,10 +234,11 @@ def run_preset(preset: str, args: argparse.Namespace, data: Path, categories: li
     report = run_child(config, work / f"{preset}.report.json", args.timeout, log=work / f"{preset}.log")
     result: dict[str, Any] = {"preset": preset, "specs": specs, "report": report, "cells": cells}
     wall = report.get("child_wall_s", 0.0)
-    frame = pd.read_csv(out / "results.csv") if (out / "results.csv").is_file() else pd.DataFrame()
+    paths = RunPaths(out)
+    frame = results_frame(paths)
     result["rows"] = summarise(frame) if len(frame) else []
     result["cells_done"] = int(frame.groupby(["category", "k", "seed"]).ngroups) if len(frame) else 0
-    config_json = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
+    config_json = read_json(paths.config, required=False)
     passes = config_json.get("backbone_passes") if report.get("finished") else None
     result["backbone"] = backbone_check(out, passes) if passes is not None else None
     n_full = len(full) * len(FULL_SHOTS) * len(FULL_SEEDS)

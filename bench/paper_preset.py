@@ -19,6 +19,7 @@ Run: `python -m bench.paper_preset --device cuda` (writes section `paper_preset_
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
@@ -29,8 +30,9 @@ import pandas as pd
 
 from bench.child_run import describe_device, device_line, run_child
 from bench.markdown import write_section
+from runfolder.reading import read_json, read_results_file
+from runfolder.schema import RESULT_COLUMNS, RunPaths
 
-METHODS = ("patchcore", "simplenet", "gcad", "regad", "clip_logic", "fusion")  # registration order
 SHORT_OPTIONS = {  # option keys from the config dataclasses in methods/*.py
     "simplenet": "meta_epochs=2,epochs_per_meta=1",  # paper: 40 x 4
     "gcad": "steps=40,distill_steps=20",  # paper: 2000 + 1000
@@ -42,15 +44,10 @@ PAPER_SCHEDULE = "SimpleNet 40x4 epochs, GCAD 2000 steps + 1000 distillation ste
 
 
 def registered_methods() -> list[str]:
-    """Names of the registered methods (falls back to the known six if the registry cannot be imported)."""
-    try:
-        from methods.registry import list_methods
-        import submission.runner  # noqa: F401  (imports every method module, which registers it)
+    """Names of the registered methods, in registration order."""
+    from methods import list_methods
 
-        names = [entry.name for entry in list_methods()]
-        return names or list(METHODS)
-    except Exception:  # noqa: BLE001 - the registry is being refactored; the bench must still run
-        return list(METHODS)
+    return [entry.name for entry in list_methods()]
 
 
 def method_specs(names: list[str], settings: str, overrides: list[str]) -> dict[str, str]:
@@ -76,6 +73,16 @@ def fmt(value: Any, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def results_frame(paths: RunPaths) -> pd.DataFrame:
+    """A run folder's results.csv (its complete rows) as pandas reads it; no rows when the run wrote none."""
+    if not paths.results.is_file():
+        return pd.DataFrame(columns=list(RESULT_COLUMNS))
+    table = read_results_file(paths.results)
+    if not table.rows:
+        return pd.DataFrame(columns=list(table.header))
+    return pd.read_csv(io.StringIO(table.complete_text))
+
+
 def bench_method(name: str, specs: dict[str, str], args: argparse.Namespace, work: Path,
                  timeout: float) -> dict[str, Any]:
     """Run one method (fusion: with its members) in a child process; its row of the table."""
@@ -95,22 +102,20 @@ def bench_method(name: str, specs: dict[str, str], args: argparse.Namespace, wor
                            "gpu_alloc_mib": mib(report.get("cuda_max_allocated_bytes")),
                            "gpu_reserved_mib": mib(report.get("cuda_max_reserved_bytes")),
                            "device_info": report.get("device_info"), "error": report.get("error")}
-    results = out / "results.csv"
-    if results.is_file():
-        frame = pd.read_csv(results)
-        mine = frame[frame["method"] == spec]
-        if len(mine):
-            cell = mine.iloc[-1]
-            row.update(cell_status=cell["status"], fit_s=float(cell["fit_s"]) if cell["status"] == "ok" else None,
-                       predict_s=float(cell["predict_s"]) if cell["status"] == "ok" else None,
-                       n_test=int(cell["n_good"] + (cell["n_logical"] or 0) + (cell["n_structural"] or 0)))
-            if cell["status"] != "ok":
-                row["status"] = cell["status"]
-                info = json.loads(cell["method_info"]) if isinstance(cell["method_info"], str) else {}
-                row["error"] = info.get("error") or info.get("missing") or row["error"]
-    config_json = out / "config.json"
-    if config_json.is_file():
-        row["backbone_passes"] = json.loads(config_json.read_text()).get("backbone_passes")
+    paths = RunPaths(out)
+    frame = results_frame(paths)
+    mine = frame[frame["method"] == spec]
+    if len(mine):
+        cell = mine.iloc[-1]
+        row.update(cell_status=cell["status"], fit_s=float(cell["fit_s"]) if cell["status"] == "ok" else None,
+                   predict_s=float(cell["predict_s"]) if cell["status"] == "ok" else None,
+                   n_test=int(cell["n_good"] + (cell["n_logical"] or 0) + (cell["n_structural"] or 0)))
+        if cell["status"] != "ok":
+            row["status"] = cell["status"]
+            info = json.loads(cell["method_info"]) if isinstance(cell["method_info"], str) else {}
+            row["error"] = info.get("error") or info.get("missing") or row["error"]
+    if paths.config.is_file():
+        row["backbone_passes"] = read_json(paths.config).get("backbone_passes")
     if row.get("predict_s") and row.get("n_test"):
         row["images_per_s"] = row["n_test"] / row["predict_s"]
     line = (f"[paper_preset] {name}: {row['status']} fit {fmt(row.get('fit_s'))} s, predict {fmt(row.get('predict_s'))} s, "
@@ -216,7 +221,7 @@ def section_text(saved: Path, extra: list[Path] = ()) -> str:
         total += more["total_s"]
         data["command"] += f"` and `python -m bench.paper_preset {more['command']}"
         data["not_run"] = [n for n in data.get("not_run", []) if n not in {r["method"] for r in more["rows"]}]
-    order = {name: i for i, name in enumerate(METHODS)}
+    order = {name: i for i, name in enumerate(registered_methods())}
     rows = sorted(rows, key=lambda r: order.get(r["method"], len(order)))
     on_gpu = bool(info.get("gpu"))
     if args.settings == "paper" and not args.option:

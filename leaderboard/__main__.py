@@ -1,4 +1,5 @@
-"""Command line of the leaderboard package: `python -m leaderboard show|report RUN_DIR`, `compare RUN_A RUN_B`."""
+"""Command line of the leaderboard package: `python -m leaderboard show|report RUN_DIR`, `compare RUN_A RUN_B`,
+`paired RUN --a X --b Y [--preset P] [--run-b RUN_B]`."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,11 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
-from leaderboard.compare import compare, print_comparison
+from leaderboard.aggregate import read_results
+from leaderboard.compare import compare, compare_paired, print_comparison
+from leaderboard.paired import paired, print_paired
 from leaderboard.merge import merge
 from leaderboard.show import show, write_report
 
@@ -20,6 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     pair = commands.add_parser("compare", help="per-method differences between two runs (B − A)")
     pair.add_argument("run_a", type=Path)
     pair.add_argument("run_b", type=Path)
+    test = commands.add_parser("paired", help="paired comparison of two methods over matching cells (A − B): "
+                               "Wilcoxon signed-rank p and a paired bootstrap interval of the mean difference")
+    test.add_argument("run_dir", type=Path)
+    test.add_argument("--a", required=True, help="method A (a results.csv method, e.g. fusion)")
+    test.add_argument("--b", required=True, help="method B")
+    test.add_argument("--preset", help="the preset of both, when a method ran under several")
+    test.add_argument("--run-b", type=Path, help="take method B from this run folder instead")
     merging = commands.add_parser("merge", help="merge shard run folders into one")
     merging.add_argument("out", type=Path)
     merging.add_argument("runs", type=Path, nargs="+")
@@ -32,10 +43,15 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"written {write_report(args.run_dir)}")
         elif args.command == "merge":
             show(merge(args.out, args.runs), console)
+        elif args.command == "paired":
+            results = read_results(args.run_dir)
+            other = read_results(args.run_b) if args.run_b else None
+            print_paired(paired(results, args.a, args.b, other, args.preset), console, f"{args.a} − {args.b}")
         else:
             print_comparison(compare(args.run_a, args.run_b), console)
+            print_paired(compare_paired(args.run_a, args.run_b), console, "paired per method, B − A")
     except (OSError, ValueError) as error:  # RunFolderError (a ValueError): a missing or malformed run-folder file
-        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
     return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from leaderboard.intervals import CI_COLUMNS, Replicates, interval_columns
 from metrics import aufc
 from runfolder.reading import read_results_file
 from runfolder.schema import CELL_KEY, METRIC_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS, RunPaths
@@ -19,7 +20,7 @@ from runfolder.schema import CELL_KEY, METRIC_COLUMNS, RESULT_COLUMNS, TIMING_CO
 OVERALL = "overall"
 SUMMARY_COLUMNS = ("method", "preset", "category", "k", "n_seeds")
 AGGREGATED = METRIC_COLUMNS + TIMING_COLUMNS
-MISSING = "missing_cells"  # last column of leaderboard.csv: cells of the row's scope without an ok row
+MISSING = "missing_cells"  # cells of the row's scope without an ok row; then the CI columns (added after it)
 
 
 def read_results(run_dir: Path) -> pd.DataFrame:
@@ -46,11 +47,15 @@ def _seed_stats(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return pd.concat([counts, means, stds], axis=1).reset_index()
 
 
-def aggregate(results: pd.DataFrame) -> pd.DataFrame:
+def aggregate(results: pd.DataFrame, replicates: Replicates | None = None) -> pd.DataFrame:
     """leaderboard.csv: one row per (method, preset, category|overall, k), then one k='all' row per
-    (method, preset, category|overall) with the average F1 over k, AUFC and normalised AUFC."""
+    (method, preset, category|overall) with the average F1 over k, AUFC and normalised AUFC.
+
+    The last columns, after `missing_cells`, are the 95 % bootstrap intervals of image AUROC and F1-max
+    (`leaderboard.intervals`), from `replicates` (`intervals.read_replicates`); empty without them."""
     ok = results[results["status"] == "ok"].copy()
-    columns = [*SUMMARY_COLUMNS, "aufc", "aufc_norm", *[c for m in AGGREGATED for c in (m, f"{m}_std")], MISSING]
+    columns = [*SUMMARY_COLUMNS, "aufc", "aufc_norm", *[c for m in AGGREGATED for c in (m, f"{m}_std")], MISSING,
+               *CI_COLUMNS]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     per_category = _seed_stats(ok, ["method", "preset", "category", "k"])
@@ -70,6 +75,7 @@ def aggregate(results: pd.DataFrame) -> pd.DataFrame:
     table["k"] = table["k"].astype(int).astype(str)
     table = pd.concat([table, pd.DataFrame(summaries)], ignore_index=True)
     table[MISSING] = _missing_cells(results, table)
+    table[list(CI_COLUMNS)] = interval_columns(table, results, replicates, overall=OVERALL)
     table = table.reindex(columns=columns)
     order = {"overall": 1}
     table["_cat"] = table["category"].map(lambda c: order.get(c, 0))

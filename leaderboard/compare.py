@@ -1,4 +1,5 @@
-"""`python -m leaderboard compare RUN_A RUN_B`: per-method differences (B − A) of the aggregated metrics."""
+"""`python -m leaderboard compare RUN_A RUN_B`: per-method differences (B − A) of the aggregated metrics, then
+for each method of both runs a paired comparison (B − A) over the cells both ran (`leaderboard.paired`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from leaderboard.aggregate import aggregate, read_results
+from leaderboard.paired import PAIRED_COLUMNS, method_cells, paired_table
 
 COMPARED = ("f1_max", "image_auroc", "image_auroc_logical", "image_auroc_structural", "pixel_auroc", "auspro_0.05")
 KEY = ["method", "preset", "category", "k"]
@@ -32,3 +34,17 @@ def print_comparison(table: pd.DataFrame, console: Console) -> None:
         cells = ["–" if pd.isna(row[f"{m}_diff"]) else f"{row[f'{m}_diff']:+.3f}" for m in COMPARED]
         view.add_row(*(str(row[c]) for c in KEY), *cells)
     console.print(view)
+
+
+def compare_paired(run_a: Path, run_b: Path) -> pd.DataFrame:
+    """Per (method, preset) present in both runs: the paired comparison B − A over matching (category, k, seed)."""
+    a, b = read_results(Path(run_a)), read_results(Path(run_b))
+    tables = []
+    for frame in (a, b):
+        frame["preset"] = frame["preset"].astype(str)
+    keys_a = set(zip(a.loc[a["status"] == "ok", "method"].astype(str), a.loc[a["status"] == "ok", "preset"]))
+    keys_b = set(zip(b.loc[b["status"] == "ok", "method"].astype(str), b.loc[b["status"] == "ok", "preset"]))
+    for method, preset in sorted(keys_a & keys_b):
+        tables.append(paired_table(method_cells(b, method, preset), method_cells(a, method, preset),
+                                   f"B:{method} ({preset})", f"A:{method} ({preset})"))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(PAIRED_COLUMNS))

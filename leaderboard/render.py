@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
@@ -134,3 +133,29 @@ def markdown_score_parts(parts: pd.DataFrame) -> str:
              "Image AUROC of each part of a method's score, from the per-image score CSVs.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def _interval(row: pd.Series, metric: str) -> str:
+    value, low, high = row.get(metric), row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+    if any(v is None or pd.isna(v) for v in (value, low, high)):
+        return "–"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def markdown_intervals(board: pd.DataFrame) -> str:
+    """report.md section: image AUROC and F1-max with their 95 % bootstrap intervals (leaderboard.csv's
+    `*_ci_low` / `*_ci_high` columns); empty when no row has one (no score CSVs)."""
+    if "f1_max_ci_low" not in board or board[["image_auroc_ci_low", "f1_max_ci_low"]].isna().all().all():
+        return ""
+    lines = ["## Confidence intervals", "",
+             "Mean over seeds with a 95 % percentile interval: a bootstrap over each cell's test images, stratified "
+             "by label (1000 resamples, seed 0), averaged as the row is (see `leaderboard/intervals.py`). Two "
+             "methods whose intervals overlap may still differ: the paired comparison decides.", ""]
+    header = ["method", "preset", "k", "AUROC [95% CI]", "F1-max [95% CI]"]
+    for category in shown_categories(board):
+        rows = board[(board["category"] == category) & (board["k"] != "all")]
+        lines += [f"### {category}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [f"| {r['method']} | {r['preset']} | {r['k']} | {_interval(r, 'image_auroc')} | {_interval(r, 'f1_max')} |"
+                  for _, r in rows.iterrows()]
+        lines.append("")
+    return "\n".join(lines)

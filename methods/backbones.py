@@ -32,7 +32,7 @@ from torch import nn
 
 from methods.cache import ContentCache, image_digest
 from methods.common import IMAGENET_MEAN, IMAGENET_STD, Normalise, autocast_dtype, mixed_precision
-from methods.options import NonEmpty
+from methods.options import Check, NonEmpty
 
 if TYPE_CHECKING:
     from methods.clip_towers import ClipTower
@@ -84,7 +84,9 @@ LICENCES: dict[str, str] = {
 
 BackboneName = Literal["lite0", "wide_resnet50_2", "resnet18"]  # a config field naming a backbone: BACKBONES' keys
 FeatureLevel = Literal[1, 2, 3]  # ResNet-numbered levels that `FeatureCache.get` returns
-FeatureLevels = Annotated[tuple[FeatureLevel, ...], NonEmpty()]
+FeatureLevels = Annotated[tuple[FeatureLevel, ...], NonEmpty(),  # timm returns stage order without repeats
+                          Check(lambda levels: list(levels) == sorted(set(levels)),
+                                "a non-empty '+'-separated list of items each one of 1, 2, 3, ascending, without repeats")]
 
 
 class WeightsMissing(RuntimeError):
@@ -242,9 +244,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=None)
 def file_digest(path: Path) -> str:
-    """SHA-256 of a weight file (hex), recorded in config.json; computed once per process."""
+    """SHA-256 of a weight file (hex), recorded in config.json; computed once per file version per process."""
+    stat = Path(path).stat()
+    return _file_digest(Path(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=None)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:  # size and mtime: a replaced file is hashed again
     return sha256_file(path)
 
 
@@ -279,7 +286,7 @@ class FeatureExtractor(nn.Module):
         """One map [b,C_i,H/2**(i+1),W/2**(i+1)] per level in `levels` (default `self.levels`); the network
         runs only up to the deepest level asked for."""
         return self.model.forward_intermediates(self.normalise(images), indices=list(levels or self.levels),
-                                                intermediates_only=True)
+                                                intermediates_only=True, stop_early=True)
 
     def channels(self, levels: tuple[int, ...] | None = None) -> list[int]:
         """Channels of each level's map."""
@@ -326,7 +333,7 @@ class FeatureCache:
     """
 
     def __init__(self, device: torch.device, weights: dict[str, Path] | None = None, pretrained: bool = True,
-                 batch_size: int = 16, max_bytes: int = DEFAULT_CACHE_BYTES, precision: str = "auto") -> None:
+                 batch_size: int = 16, max_bytes: int = DEFAULT_CACHE_BYTES, precision: str = "fp32") -> None:
         self.device = device
         self.autocast_dtype = autocast_dtype(device, precision)  # frozen networks under autocast on CUDA
         self.weights = dict(weights or {})

@@ -1,8 +1,9 @@
 """Fitting one cell, the one way: build each variant, seed it, hand it its context, fit members before the
 methods that fuse them.
 
-The runner, the VAND entry point, `verify`, fusion's leave-one-out refits, the benches and the tests all fit
-through `fit_method` / `fit_cell`, so a variant is fitted the same way wherever it runs. RNG policy: before a
+The runner, the VAND entry point, `verify`, the benches and the tests fit through `fit_method` / `fit_cell`, so a
+variant is fitted the same way wherever it runs; fusion's leave-one-out refits go through `refit`, which reuses the
+member's own context with the fusion's random stream (the global RNG is not reseeded between refits). RNG policy: before a
 variant fits, torch's global RNG is seeded with the cell's seed (as the VAND kit does) and the variant gets its
 own `torch.Generator` seeded with the same seed; a method draws every random number from that generator.
 """
@@ -17,7 +18,8 @@ import torch
 
 from methods.backbones import FeatureCache
 from methods.base import AuxiliaryCategory, FitContext, FittedMember, Method
-from methods.registry import MethodVariant, variant_dirname
+from methods.registry import MethodVariant
+from runfolder.schema import variant_dirname
 
 
 @dataclass(frozen=True)

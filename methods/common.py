@@ -53,6 +53,66 @@ def aggregate_local(maps: list[torch.Tensor], patch_size: int = 3) -> torch.Tens
     return torch.cat(pooled, dim=1)
 
 
+def aggregate_concat(maps: list[torch.Tensor], patch_size: int = 3, count_include_pad: bool = False) -> torch.Tensor:
+    """`aggregate_local` with a choice of how the zero padding at the border enters each neighbourhood's average
+    (`count_include_pad=False` is `aggregate_local` itself): [b, sum C_i, h, w], levels concatenated raw."""
+    height, width = maps[0].shape[-2:]
+    pooled = []
+    for level in maps:
+        level = F.avg_pool2d(level, patch_size, stride=1, padding=patch_size // 2, count_include_pad=count_include_pad)
+        if level.shape[-2:] != (height, width):
+            level = F.interpolate(level, size=(height, width), mode="bilinear", align_corners=False)
+        pooled.append(level)
+    return torch.cat(pooled, dim=1)
+
+
+def project_neighbourhoods(level: torch.Tensor, patch_size: int, dim: int, count_include_pad: bool = True,
+                           chunk: int = 8) -> torch.Tensor:
+    """Each position's zero-padded patch_size x patch_size neighbourhood of a map [b,C,h,w], read as one vector of
+    C*p*p values ordered (channel, row, column), averaged down (or repeated up) to `dim` values by 1-D adaptive
+    average pooling: [b, dim, h, w]. With `count_include_pad=False` each pooling bin averages only the values inside
+    the map (a bin that holds only padding gives 0). Runs `chunk` images at a time to bound the unfolded memory."""
+    b, c, h, w = level.shape
+    padding = patch_size // 2
+
+    def unfold_and_pool(x: torch.Tensor) -> torch.Tensor:  # [n,C,h,w] -> [n*h*w, dim]
+        columns = F.unfold(x, patch_size, padding=padding)  # [n, C*p*p, h*w]
+        rows = columns.transpose(1, 2).reshape(-1, 1, columns.shape[1])
+        return F.adaptive_avg_pool1d(rows, dim).squeeze(1)
+
+    projected = torch.cat([unfold_and_pool(level[i:i + chunk]) for i in range(0, b, chunk)]).view(b, h * w, dim)
+    if not count_include_pad:
+        inside = unfold_and_pool(torch.ones_like(level[:1])).view(1, h * w, dim)  # share of each bin inside the map
+        projected = torch.where(inside > 0, projected / inside.clamp_min(1e-12), torch.zeros_like(projected))
+    return projected.transpose(1, 2).reshape(b, dim, h, w)
+
+
+def aggregate_official(maps: list[torch.Tensor], patch_size: int = 3, pretrain_dim: int = 1024,
+                       target_dim: int = 1024, count_include_pad: bool = True) -> torch.Tensor:
+    """PatchCore's local features as its official code computes them (amazon-science/patchcore-inspection):
+    every level's zero-padded neighbourhood vector projected to `pretrain_dim` values (`project_neighbourhoods`),
+    deeper levels resized bilinearly to the first level's grid, then the levels' vectors joined level by level
+    and pooled once more by 1-D adaptive average pooling to `target_dim` values: [b, target_dim, h, w].
+
+    With equal-length level vectors the last pooling gives each level the same share of the output (with two
+    levels and target_dim = pretrain_dim, each level's vector is halved by averaging neighbouring pairs), so a
+    level's weight in a distance no longer grows with its channel count. The official code resizes the unfolded
+    C*p*p maps before projecting; projecting first is the same (pooling over values and bilinear resizing over
+    positions are linear maps on different axes, so they commute) and resizes fewer channels."""
+    height, width = maps[0].shape[-2:]
+    levels = []
+    for level in maps:
+        level = project_neighbourhoods(level, patch_size, pretrain_dim, count_include_pad)
+        if level.shape[-2:] != (height, width):
+            level = F.interpolate(level, size=(height, width), mode="bilinear", align_corners=False)
+        levels.append(level)
+    joined = torch.cat(levels, dim=1)  # [b, L*pretrain_dim, h, w], level-major as the official stack + reshape
+    b = joined.shape[0]
+    rows = joined.permute(0, 2, 3, 1).reshape(-1, 1, joined.shape[1])
+    pooled = F.adaptive_avg_pool1d(rows, target_dim).view(b, height, width, target_dim)
+    return pooled.permute(0, 3, 1, 2).contiguous()
+
+
 def flatten_patches(features: torch.Tensor) -> torch.Tensor:
     """[b,C,h,w] -> [b*h*w, C], one row per patch."""
     return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
@@ -107,14 +167,14 @@ def seeded_from(generator: torch.Generator) -> Iterator[None]:
     outside is restored: for code that draws from the global RNG, such as default layer initialisation."""
     seed = int(torch.randint(2**62, (1,), generator=generator))
     with torch.random.fork_rng(devices=[]):  # networks are built on the CPU, then moved
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA's are not forked, so left alone
         yield
 
 
-PRECISIONS = ("auto", "fp32")
+PRECISIONS = ("fp32", "auto")
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+def autocast_dtype(device: torch.device, precision: str = "fp32") -> torch.dtype | None:
     """The dtype frozen networks run in under autocast: on CUDA with precision `auto`, bfloat16 where the GPU
     supports it, else float16; None (float32, autocast off) on other devices or with precision `fp32`."""
     if precision not in PRECISIONS:

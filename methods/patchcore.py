@@ -1,24 +1,45 @@
 """Few-shot PatchCore: the baseline every other method is compared with.
 
 Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022; official code
-amazon-science/patchcore-inspection. Locally aggregated mid-level backbone features of the k support
-images form a memory bank; a test patch's score is its distance to the nearest memory patch, the
-map is upsampled and blurred (sigma 4), and the image score is the map's maximum.
+amazon-science/patchcore-inspection (`patchcore/common.py`, `patchcore/patchcore.py`). The default follows
+the official computation:
 
-Differences from the paper: with k <= 8 support images the memory is small, so the greedy coreset
-is optional (`coreset_ratio`, default 1.0 = keep every patch), and features are not projected to a
-fixed dimension (the official code's adaptive-average-pool projection only matters for memory size).
+- Local features: at every position of each backbone level, the 3x3 neighbourhood is unfolded with zero
+  padding (the padded zeros count in every average taken from it), its C*9 values are pooled to a fixed
+  `pretrain_dim` by 1-D adaptive average pooling, deeper levels are resized bilinearly to the first level's
+  grid, and the levels' vectors, joined, are pooled once more to `target_dim` (`methods.common.aggregate_official`).
+  Each level therefore gets the same share of the feature, whatever its channel count. Official defaults for
+  WideResNet-50-2 (layer2 512 + layer3 1024 channels): 1024 / 1024, i.e. both equal to the deeper level's
+  channel count. For the bundled Lite0 (levels 2 and 3: 40 + 112 channels) the `offline` preset applies that
+  same relation, 112 / 112 (our choice, made by this rule before any run, not on any data; the official code has
+  no Lite0 setting). With two levels each level keeps target_dim / 2 values (56 for Lite0, 512 for WRN-50).
+- Memory: every support patch feature; a test patch's score is its distance to the nearest memory patch.
+- Image score: the maximum of the raw patch scores. The anomaly map (patch scores upsampled bilinearly to
+  the input size, then Gaussian blur sigma 4) is only for localisation.
+
+Departures, each a named option (the previous behaviour of this harness is
+`patchcore:aggregation=concat,count_include_pad=false,image_score=map_max`):
+- `coreset_ratio` (default 1.0 = keep every patch): with k <= 8 support images the memory is small, so the
+  greedy coreset the paper uses on full training sets is optional.
+- `aggregation="concat"`: average each level over its 3x3 neighbourhood and concatenate the levels' raw
+  channels, with no projection. Not the official computation: the deeper level (more channels) weighs more in
+  every distance. Kept to reproduce earlier results.
+- `count_include_pad=False`: border neighbourhoods average only the values inside the map instead of counting
+  the zero padding. Not the official computation (its zero-padded unfold pulls border features towards 0);
+  kept to reproduce earlier results.
+- `image_score="map_max"`: the image score is the maximum of the blurred, upsampled map (the MVTec LOCO
+  evaluator's rule for a method that only hands in maps) instead of the official maximum of the raw patch scores.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
-from methods.common import aggregate_local, flatten_patches, nearest_distance, upsample_and_blur
+from methods.common import aggregate_concat, aggregate_official, flatten_patches, nearest_distance, upsample_and_blur
 from methods.options import NonNegativeFloat, PositiveFraction, PositiveInt
 from methods.registry import register
 
@@ -31,6 +52,17 @@ class PatchCoreConfig:
     num_neighbors: PositiveInt = 1  # official code: nearest neighbour
     coreset_ratio: PositiveFraction = 1.0  # paper: 0.1 / 0.01 on full training sets; few-shot keeps all patches
     blur_sigma: NonNegativeFloat = 4.0  # official code: Gaussian sigma 4
+    # official code: project each level to pretrain_dim, then the joined levels to target_dim (each level weighs
+    # the same); "concat": raw channels concatenated, the deeper level weighs more (the harness's earlier default)
+    aggregation: Literal["official", "concat"] = "official"
+    pretrain_dim: PositiveInt = 1024  # official default for WideResNet-50-2 (`pretrain_embed_dimension`)
+    target_dim: PositiveInt = 1024  # official default for WideResNet-50-2 (`target_embed_dimension`)
+    # official code: zero-padded unfold, the padding counts in the averages; False: border averages use only values
+    # inside the map (the harness's earlier default)
+    count_include_pad: bool = True
+    # official code: the maximum of the raw patch scores; "map_max": the maximum of the blurred, upsampled map
+    # (the harness's earlier default)
+    image_score: Literal["patch_max", "map_max"] = "patch_max"
 
 
 def greedy_coreset(features: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -56,8 +88,12 @@ class PatchCore:
         self._context: FitContext | None = None
 
     def _patch_features(self, images: torch.Tensor) -> torch.Tensor:
-        maps = self._context.features.get(self.config.backbone, images, self.config.levels)
-        return aggregate_local(maps, self.config.patch_size)  # [b, C, h, w]
+        config = self.config
+        maps = self._context.features.get(config.backbone, images, config.levels)
+        if config.aggregation == "concat":
+            return aggregate_concat(maps, config.patch_size, config.count_include_pad)  # [b, sum C_i, h, w]
+        return aggregate_official(maps, config.patch_size, config.pretrain_dim, config.target_dim,
+                                  config.count_include_pad)  # [b, target_dim, h, w]
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
         self._context = context
@@ -72,8 +108,10 @@ class PatchCore:
         features = self._patch_features(images)
         b, _, h, w = features.shape
         patch_scores = nearest_distance(flatten_patches(features), self.memory, k=self.config.num_neighbors)
-        maps = upsample_and_blur(patch_scores.view(b, h, w), images.shape[-2:], self.config.blur_sigma)
-        return Prediction(scores=maps.flatten(1).max(dim=1).values, maps=maps)
+        patch_scores = patch_scores.view(b, h, w)
+        maps = upsample_and_blur(patch_scores, images.shape[-2:], self.config.blur_sigma)
+        source = patch_scores if self.config.image_score == "patch_max" else maps
+        return Prediction(scores=source.flatten(1).max(dim=1).values, maps=maps)
 
     def info(self) -> dict[str, Any]:
         return {**asdict(self.config), "memory_size": 0 if self.memory is None else len(self.memory)}
@@ -82,7 +120,9 @@ class PatchCore:
 @register(
     "patchcore",
     config=PatchCoreConfig,
-    presets={"paper": PatchCoreConfig(), "offline": PatchCoreConfig(backbone="lite0")},
+    # offline: Lite0 levels 2 + 3 have 40 + 112 channels; 112 / 112 follows the official rule (see the docstring)
+    presets={"paper": PatchCoreConfig(),
+             "offline": PatchCoreConfig(backbone="lite0", pretrain_dim=112, target_dim=112)},
     summary="few-shot PatchCore: nearest-neighbour distance to the support patch memory (baseline)",
 )
 def create_patchcore(config: PatchCoreConfig) -> PatchCore:

@@ -295,7 +295,7 @@ class RegAD:
         """The meta-trained network for the target: loaded from the artifacts, else trained (and saved)."""
         config, path = self.config, self._artifact_path(category, context)
         with torch.random.fork_rng(devices=[]):  # initialisation and training: their own RNG stream
-            torch.manual_seed(config.train_seed)
+            torch.default_generator.manual_seed(config.train_seed)  # CPU only: CUDA generators are not forked
             net = self._build_net(context)
             if path is not None and path.is_file():
                 saved = torch.load(path, map_location=context.device, weights_only=True)

@@ -10,7 +10,6 @@ preset that does not pass is a programming error, raised when the method registe
 from __future__ import annotations
 
 import dataclasses
-import re
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -91,10 +90,6 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
         overrides[key.strip()] = value.strip()
     return name.strip(), overrides
 
-
-def variant_dirname(spec: str) -> str:
-    """A variant's folder name: its spec with characters outside [A-Za-z0-9._-] replaced by `_`."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", spec)
 
 
 def check_config(config: Any, where: str) -> None:

@@ -7,7 +7,7 @@
 <run>/maps/<variant>/k<k>_s<seed>/<category>/test/<defect>/<id>.tiff
 <run>/artifacts/<variant>/
 ```
-`<variant>` is a method variant's folder name (`methods.registry.variant_dirname`), `k<k>_s<seed>`
+`<variant>` is a method variant's folder name (`variant_dirname`), `k<k>_s<seed>`
 is also the cell's key in manifest.json (`manifest[category][cell_name(k, seed)]`).
 """
 from __future__ import annotations
@@ -16,6 +16,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
+
+def variant_dirname(spec: str) -> str:
+    """A variant's folder name: its spec with characters outside [A-Za-z0-9._-] replaced by `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", spec)
+
 
 # --- results.csv --------------------------------------------------------------------------------
 RESULT_COLUMNS: tuple[str, ...] = (

@@ -10,7 +10,7 @@ from typing import NoReturn
 from rich.console import Console
 from rich.markup import escape
 
-from submission.config import DEFAULT_SEEDS, DEFAULT_SHOTS, RunConfig
+from submission.config import DEFAULT_SEEDS, DEFAULT_SHOTS, DEVICES, PRECISIONS, RunConfig
 from submission.errors import HarnessError
 
 
@@ -49,13 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", choices=("paper", "offline"), help="default: offline without --data, paper with it")
     run.add_argument("--weights", nargs="+", type=_weights_pair, default=[], metavar="NAME=PATH")
     run.add_argument("--image-size", type=int, default=256)
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    run.add_argument("--precision", default="auto", choices=("auto", "fp32"),
-                     help="frozen networks on CUDA: auto = autocast bf16 (fp16 without bf16 support), fp32 = off")
+    run.add_argument("--device", default="auto", choices=DEVICES)
+    run.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                     help="frozen networks on CUDA: fp32 (default), or auto = autocast bf16 (fp16 without bf16 support)")
     run.add_argument("--out", type=Path, help="the run folder (default: runs/<timestamp>)")
     run.add_argument("--save-maps", action="store_true", help="write float32 TIFF maps in the LOCO evaluator's layout")
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--shard", type=_shard, help="i/n: run every n-th cell starting at i (merge with leaderboard merge)")
+    run.add_argument("--procedural-split", choices=("test", "dev"), default="test",
+                     help="realisation of the embedded procedural dataset (the data without --data; RegAD's "
+                          "source=procedural): test = the reported one (default), dev = the one for choosing settings")
 
     commands.add_parser("methods", help="list registered methods and the weights each preset needs")
 
@@ -83,12 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seeds", nargs="+", type=int, default=[42, 0, 1234])
     evaluate.add_argument("--out", type=Path, default=Path("."), help="where metrics.csv and results.json go")
     evaluate.add_argument("--batch-size", type=int, default=128, help="first batch size (halved on CUDA OOM)")
-    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--device", default="auto", choices=DEVICES)
 
     synth = commands.add_parser("synth", help="write the procedural LOCO-like dataset")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=256)
+    synth.add_argument("--split", choices=("test", "dev"), default="test",
+                       help="realisation: test = the reported one (default); dev = a disjoint one for choosing settings")
     return parser
 
 
@@ -103,7 +108,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         seeds=tuple(args.seeds), methods=tuple(args.methods), preset=args.preset, weights=dict(args.weights),
         image_size=args.image_size, device=args.device, precision=args.precision, out=args.out,
         save_maps=args.save_maps,
-        batch_size=args.batch_size, shard=args.shard,
+        batch_size=args.batch_size, shard=args.shard, procedural_split=args.procedural_split,
     )
     run_dir = run(config, console)
     return show_leaderboard(run_dir, console)
@@ -160,7 +165,7 @@ def command_weights(args: argparse.Namespace, console: Console) -> int:
 def command_synth(args: argparse.Namespace, console: Console) -> int:
     from submission.datasets.procedural import ProceduralConfig, generate
 
-    config = ProceduralConfig(seed=args.seed, image_size=args.image_size)
+    config = ProceduralConfig(seed=args.seed, image_size=args.image_size, split=args.split)
     root = generate(args.out, config)
     console.print(f"procedural dataset written to {root} ({asdict(config)})")
     return 0

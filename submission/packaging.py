@@ -31,7 +31,8 @@ from pathlib import Path
 from methods.backbones import (BACKBONES, WeightSearch, WeightsMissing, published_digest,
                                search_weights)  # licences: WeightSearch.licence, from methods.backbones.LICENCES
 from methods.backbones import sha256_file as sha256
-from methods.registry import build_variant, get_entry, parse_spec, variant_dirname
+from methods.registry import build_variant, get_entry, parse_spec
+from runfolder.schema import variant_dirname
 from runfolder.reading import RunFolderError, read_json, read_results_file
 from runfolder.schema import RUN_FILES, RunPaths
 from submission.errors import HarnessError
@@ -126,6 +127,7 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
         info = {
             "method": method, "members": members, "preset": config["preset"], "dirs": dirs,
             "image_size": config["arguments"]["image_size"], "weights": weights,
+            "precision": config["arguments"].get("precision", "fp32"),  # frozen networks on CUDA, as in the run
             "weight_digests": {name: digest for name, (_, digest) in searches.items()},
             "clip_configs": _clip_configs(searches),
             "serves": serves, "categories": categories,
@@ -291,7 +293,7 @@ Check the bundle with `python -m submission verify ARCHIVE` (checksums, then the
 
 ## VAND few-shot rules
 
-This bundle {rules['statement'].split(': ', 1)[0]}.{why}
+This bundle {rules['statement'] + '.' if rules['follows'] else 'does NOT follow the VAND few-shot rules:' + why}
 (The rules: only the k support images of the target category; no training on other MVTec LOCO
 categories; publicly available weights. Licences of the weights: weights/LICENSES.md.)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from methods.backbones import WeightsInvalid, WeightsMissing, file_digest, load_backbone, resolve_weights
-from methods.registry import MethodEntry, MethodSpecError, MethodVariant, build_config, list_methods, variant_dirname
+from methods.registry import MethodEntry, MethodSpecError, MethodVariant, build_config, list_methods
+from runfolder.schema import variant_dirname
 from submission.errors import HarnessError
 
 
@@ -100,8 +101,14 @@ def _find_weights(variant: Variant, weights: dict[str, Path], pretrained: bool) 
     config = variant.config
     clip_model = getattr(config, "clip_model", None)  # clip_logic's open_clip tower (and its tokenizer)
     if clip_model and pretrained:
+        import open_clip
+
         from methods.clip_towers import resolve_clip_weights
 
+        tags = open_clip.list_pretrained_tags_by_model(clip_model)
+        if tags and config.clip_pretrained not in tags:  # a typo would otherwise read as "weights missing"
+            raise HarnessError(f"{variant.spec!r}: clip_pretrained={config.clip_pretrained!r} is not a tag of "
+                               f"{clip_model}; expected one of {', '.join(tags)}")
         try:
             path = resolve_clip_weights(clip_model, config.clip_pretrained, weights.get(clip_model))
         except WeightsInvalid as error:
@@ -163,7 +170,8 @@ def _check_clip_file(model: str, tag: str, path: Path) -> None:
 
 
 def _check_members(consumer: Variant, variants: list[Variant]) -> None:
-    """A method that consumes fitted members (fusion) needs them in the run; it is skipped when none can run."""
+    """A method that consumes fitted members (fusion) needs them in the run; it is skipped when none can run, or
+    when a member it names cannot (an unnamed-members fusion fuses whichever members run)."""
     members = [v for v in variants if not v.entry.needs_fitted]
     wanted = getattr(consumer.config, "members", ()) or ()
     for name in wanted:
@@ -177,3 +185,7 @@ def _check_members(consumer: Variant, variants: list[Variant]) -> None:
                            f"({', '.join(v.spec for v in chosen) or 'none'})")
     if not any(v.runnable for v in chosen):
         consumer.missing.append("no member of this fusion can run: " + "; ".join(m for v in chosen for m in v.missing))
+    elif wanted and not all(v.runnable for v in chosen):  # a named member that cannot run: the fusion cannot either
+        blocked = [v for v in chosen if not v.runnable]
+        consumer.missing.append("named member(s) cannot run: " + "; ".join(f"{v.spec}: {' '.join(v.missing)}"
+                                                                             for v in blocked))

@@ -22,14 +22,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from methods.backbones import FeatureCache
 from methods.base import AuxiliaryCategory, FittedMember, FusingMethod, Method, Prediction
 from methods.cell import CellSetting, fit_method, in_fitting_order
-from runfolder.schema import CONFIG_JSON, cell_key, relative_image_path
-from methods.registry import variant_dirname
+from runfolder.schema import CONFIG_JSON, LOGICAL, STRUCTURAL, cell_key, relative_image_path, variant_dirname
 from submission.cell_metrics import GroundTruth, image_metrics, load_ground_truth, maps_at_mask_resolution, pixel_metrics
 from submission.config import RunConfig
 from submission.datasets.images import ImageStore
-from submission.datasets.procedural import ensure_dataset
+from submission.datasets.procedural import ProceduralConfig, ensure_dataset
 from submission.datasets.readers import list_categories, read_category
-from submission.datasets.records import LOGICAL, STRUCTURAL, Category
+from submission.datasets.records import Category
 from submission.errors import HarnessError
 from submission.preflight import Variant, preflight
 from submission.run_folder import RunFolder
@@ -58,8 +57,9 @@ def load_categories(config: RunConfig, console: Console) -> list[Category]:
     """The categories of the run, read and checked before any cell starts."""
     data, fmt = config.data, config.format
     if data is None:
-        console.print("[dim]no --data: using the embedded procedural dataset[/dim]")
-        data, fmt = ensure_dataset(DEFAULT_CACHE / "procedural"), "loco"
+        split = config.procedural_split
+        console.print(f"[dim]no --data: using the embedded procedural dataset, {split} split[/dim]")
+        data, fmt = ensure_dataset(DEFAULT_CACHE / "procedural", ProceduralConfig(split=split)), "loco"
     names = list(config.categories) or list_categories(Path(data))
     return [read_category(Path(data), name, fmt) for name in names]
 
@@ -78,14 +78,33 @@ class CategoryData:
         return self.store.stack([self.category.train_good[i] for i in indices])
 
 
-def auxiliary_categories(source: str, target: Category, fmt: str, store: ImageStore) -> list[AuxiliaryCategory]:
+def check_auxiliary_sources(variants: list[Variant], targets: list[Category]) -> None:
+    """Before any cell: a method trained off the target (RegAD) with `source=dataset` or a folder needs, for every
+    target category, another category there (the embedded procedural source always has them)."""
+    for variant in variants:
+        source = getattr(variant.config, "source", "procedural")
+        if not variant.entry.uses_auxiliary or source == "procedural":
+            continue
+        for target in targets:
+            root = target.root.parent if source == "dataset" else Path(source)
+            others = [n for n in list_categories(root)
+                      if (root / n).resolve() != target.root.resolve() and n != target.name]
+            if not others:
+                raise HarnessError(f"{variant.spec}: source={source!r} ({root}) has no category other than "
+                                   f"{target.name!r} to train on")
+
+
+def auxiliary_categories(source: str, target: Category, fmt: str, store: ImageStore,
+                         procedural_split: str = "test") -> list[AuxiliaryCategory]:
     """Normal train images of every category of `source` except the target, for methods trained off it.
 
-    source: `procedural` (the embedded dataset; always available), `dataset` (the other categories of
+    source: `procedural` (the embedded dataset in its realisation `procedural_split`, the run's: a dev run
+    meta-trains on the dev split's other categories, a reported run on the test split's; never the target, so
+    sharing the run's realisation leaks nothing; always available), `dataset` (the other categories of
     the run's dataset: the paper's leave-one-out protocol) or a path to another dataset folder
     (read in the run's format `fmt`)."""
     if source == "procedural":
-        root, fmt = ensure_dataset(DEFAULT_CACHE / "procedural"), "loco"
+        root, fmt = ensure_dataset(DEFAULT_CACHE / "procedural", ProceduralConfig(split=procedural_split)), "loco"
     elif source == "dataset":
         root, fmt = target.root.parent, target.format
     else:
@@ -118,6 +137,17 @@ def predict_all(method: Method, images: torch.Tensor, batch_size: int, device: t
     maps = None if parts[0].maps is None else torch.cat([p.maps.float().cpu() for p in parts])
     extras = {key: torch.cat([p.extras[key].float().cpu() for p in parts]) for key in parts[0].extras}
     return Prediction(torch.cat([p.scores.float().cpu() for p in parts]), maps, extras)
+
+
+def fused_members(fusions: list[Variant], variants: list[Variant]) -> set[str]:
+    """Specs of the member variants these fusing variants combine: those their `members` option names (by spec or
+    method name), or every non-fusing variant when it names none."""
+    needed: set[str] = set()
+    for fusion in fusions:
+        wanted = getattr(fusion.config, "members", ()) or ()
+        needed |= {v.spec for v in variants if not v.entry.needs_fitted
+                   and (not wanted or v.spec in wanted or v.entry.name in wanted)}
+    return needed
 
 
 def _base_row(variant: Variant, preset: str, data: CategoryData, k: int, seed: int) -> dict[str, Any]:
@@ -160,7 +190,13 @@ class Runner:
                 if k > len(category.train_good) or k < 1:
                     raise HarnessError(f"{category.root}: --shots {k} is not within 1..{len(category.train_good)} "
                                        "(the size of its support pool)")
+        check_auxiliary_sources(runnable, categories)
         self.folder = RunFolder(self.run_dir)
+        previous = self.folder.read_json(CONFIG_JSON)  # {} for a new run folder
+        recorded = previous.get("procedural_split", "test")  # folders from before the split read the test one
+        if previous and recorded != self.config.procedural_split:  # resuming must not mix the two realisations
+            raise HarnessError(f"--out {self.run_dir}: a run on the procedural {recorded} split; "
+                               f"--procedural-split {self.config.procedural_split} needs another run folder")
         self._write_config(variants, categories)
         done = self.folder.finished_cells()
         store = ImageStore(self.config.image_size)
@@ -189,13 +225,14 @@ class Runner:
             progress.advance(task, len(variants))
             return
         # a pending fusion needs its members fitted in this cell, even those finished earlier
-        refit_members = any(v.entry.needs_fitted for v in variants if v.spec in pending)
+        needed = fused_members([v for v in variants if v.spec in pending and v.entry.needs_fitted], variants)
         indices = support_indices(len(data.category.train_good), k, seed)  # seeds torch as the VAND kit does
         self._record_manifest(data.category, k, seed, indices)
         support = data.support(indices)
         category = data.category
         setting = CellSetting(category.name, seed, self.device, self.features, self.folder.paths.artifacts_root,
-                              lambda source: auxiliary_categories(source, category, self.config.format, data.store))
+                              lambda source: auxiliary_categories(source, category, self.config.format, data.store,
+                                                                  self.config.procedural_split))
         members: dict[str, FittedMember] = {}
         predictions: dict[str, Prediction] = {}  # members' test predictions, reused by fusion
         for variant in in_fitting_order(variants):
@@ -205,7 +242,7 @@ class Runner:
                 if todo:
                     self.folder.append_result({**row, "status": "skipped",
                                                "method_info": json.dumps({"missing": variant.missing})})
-            elif todo or (refit_members and not variant.entry.needs_fitted):
+            elif todo or variant.spec in needed:
                 fitted = self._fit_and_score(variant, data, support, setting, members, predictions, row, score=todo)
                 if fitted is not None:
                     members[variant.spec] = fitted
@@ -217,6 +254,8 @@ class Runner:
         """Fit one variant on the support set; with `score`, predict the test set (kept in `predictions`) and
         write its row. Anything the method raises, or non-finite output, fails this cell only."""
         info: dict[str, Any] = {"preset": self.preset, "weights": variant.weights}
+        if variant.entry.uses_auxiliary and getattr(variant.config, "source", None) == "procedural":
+            info["auxiliary_split"] = self.config.procedural_split  # the procedural realisation it trains off
         try:
             fitted = fit_method(variant.method, support, setting, members)
             if not score:
@@ -282,6 +321,8 @@ class Runner:
             "arguments": config,
             "preset": self.preset,
             "data": str(categories[0].root.parent) if categories else None,
+            # the embedded dataset's realisation read (the data without --data; RegAD source=procedural)
+            "procedural_split": self.config.procedural_split,
             "categories": [c.name for c in categories],
             "methods": {v.spec: {"config": asdict(v.config), "weights": v.weights, "missing": v.missing} for v in variants},
             "device": str(self.device),

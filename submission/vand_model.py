@@ -102,7 +102,7 @@ class VandModel(nn.Module):
         seed = torch.initial_seed()  # the kit's torch.manual_seed(seed), as the harness seeds its cells
         self.method = None
         check_serves(self.bundle, data["dataset_category"])
-        self.features = FeatureCache(self.device, self.weights)
+        self.features = FeatureCache(self.device, self.weights, precision=self.bundle.get("precision", "fp32"))
         setting = CellSetting(data["dataset_category"], seed, self.device, self.features,
                               Path(self.bundle_dir) / "artifacts")
         variants = [build_variant(spec, self.bundle["preset"]) for spec in [*self.bundle["members"], self.bundle["method"]]]

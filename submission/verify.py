@@ -114,7 +114,7 @@ def _check_weight_digests(archive: Path, bundle: Path, info: dict) -> None:
             raise HarnessError(f"{archive}: {info['weights'][name]} is not the {name!r} weight file the run used")
 
 
-def verify(archive: Path, n_images: int = 3) -> VerifyReport:
+def verify(archive: Path, n_images: int = 20) -> VerifyReport:  # > vand_model.CHUNK: the chunked path runs
     """Check a bundle archive; raises HarnessError naming the first problem."""
     with tempfile.TemporaryDirectory() as scratch:
         bundle = unpack_checked(Path(archive), Path(scratch))

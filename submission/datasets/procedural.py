@@ -33,6 +33,25 @@ rotations, per-part brightness, global illumination gain / gradient / tint and s
 
 Every image comes from ``numpy.random.default_rng((seed, crc32(category), split, index))``, so files
 do not change when the counts change, and the same config gives byte-identical files.
+
+Two realisations: ``test`` and ``dev``
+--------------------------------------
+``ProceduralConfig.split`` picks one of two disjoint realisations of the same dataset (same categories,
+counts, sizes and rules; different images):
+
+``test`` (the default)
+    The *reported* realisation: what ``make run`` and BENCHMARKS.md measure. It is never used to
+    choose a setting. Its images, its `config_digest` and its cache folder name are those the
+    generator had before the split existed (``split`` does not enter the digest when it is ``test``).
+``dev``
+    The realisation on which every setting is chosen (thresholds, option defaults, fusion weights).
+    Each image comes from its own seed stream,
+    ``default_rng((seed, crc32(category), split, index, DEV_STREAM))``, which no ``test`` image
+    uses for any ``seed``: ``synth --seed 1`` does not reproduce the dev images. Cached as
+    ``procedural-dev-<digest>``.
+
+``python -m submission synth --split dev --out DIR`` writes the dev realisation; the runner reads it
+only when asked (``python -m submission run --procedural-split dev``, or ``--data DIR``).
 """
 from __future__ import annotations
 
@@ -61,11 +80,14 @@ PALETTE: dict[str, RGB] = {
 CABLE_COLOURS = ("red", "blue", "yellow", "white")
 CONTAMINANTS: tuple[RGB, ...] = ((122, 86, 52), (96, 116, 60), (170, 164, 148), (40, 34, 30))
 SPLITS = {"train": 0, "validation": 1, "good": 2, "logical_anomalies": 3, "structural_anomalies": 4}
+PROCEDURAL_SPLITS = ("test", "dev")  # realisations: test = reported, never used to choose; dev = for choosing
+DEV_STREAM = 0x646576  # "dev": the last seed word of every dev image (test images have no fifth word)
 
 
 @dataclass(frozen=True)
 class ProceduralConfig:
-    """Size of the procedural dataset; every field enters the cache key of `ensure_dataset`."""
+    """Size and realisation of the procedural dataset; every field enters the cache key of
+    `ensure_dataset` (`split` only when it is not the default `test`)."""
 
     image_size: int = 256
     n_train: int = 24  # train/good per category
@@ -75,6 +97,11 @@ class ProceduralConfig:
     n_test_structural: int = 16
     seed: int = 0
     categories: tuple[str, ...] = ("pill_tray", "cable_pair", "part_slots")
+    split: str = "test"  # realisation (PROCEDURAL_SPLITS): test = reported, dev = for choosing settings
+
+    def __post_init__(self) -> None:
+        if self.split not in PROCEDURAL_SPLITS:
+            raise ValueError(f"split {self.split!r}: choose one of {', '.join(PROCEDURAL_SPLITS)}")
 
 
 @dataclass(frozen=True)
@@ -415,7 +442,8 @@ def render_sample(category: str, split: str, index: int,
                   config: ProceduralConfig = ProceduralConfig()) -> Sample:
     """Render image `index` of `split` (a key of SPLITS) for `category`, with its masks."""
     spec, size = CATEGORIES[category], config.image_size
-    rng = np.random.default_rng([config.seed, zlib.crc32(category.encode()), SPLITS[split], index])
+    key = [config.seed, zlib.crc32(category.encode()), SPLITS[split], index]
+    rng = np.random.default_rng(key if config.split == "test" else key + [DEV_STREAM])
     parts = spec.scene(rng)
     masks: list[tuple[str, np.ndarray]] = []
     if split == "logical_anomalies":
@@ -472,20 +500,33 @@ def generate(root: Path, config: ProceduralConfig = ProceduralConfig()) -> Path:
 
 
 def config_digest(config: ProceduralConfig) -> str:
-    """Short hash of the config and the generator version (the cache folder's suffix)."""
-    payload = json.dumps({"generator": _GENERATOR_VERSION, **asdict(config)}, sort_keys=True)
+    """Short hash of the config and the generator version (the cache folder's suffix).
+
+    `split` enters only when it is not `test`, so the reported realisation keeps the digest (and the
+    cache folder) it had before the dev realisation existed."""
+    fields = asdict(config)
+    if fields["split"] == "test":
+        del fields["split"]
+    payload = json.dumps({"generator": _GENERATOR_VERSION, **fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def folder_name(config: ProceduralConfig) -> str:
+    """The cache folder's name: `procedural-<digest>` (test, as before the split existed) or
+    `procedural-dev-<digest>`."""
+    tag = "" if config.split == "test" else f"{config.split}-"
+    return f"procedural-{tag}{config_digest(config)}"
 
 
 def ensure_dataset(cache_dir: Path, config: ProceduralConfig = ProceduralConfig()) -> Path:
     """Return a cached copy for this config, generating it if absent.
 
-    The folder is `cache_dir/procedural-<digest>`; it is generated into a temporary sibling and
+    The folder is `cache_dir/<folder_name(config)>`; it is generated into a temporary sibling and
     renamed into place, so a crash never leaves a half-written dataset under the final name and a
     concurrent generator simply loses the race.
     """
     cache_dir = Path(cache_dir)
-    target = cache_dir / f"procedural-{config_digest(config)}"
+    target = cache_dir / folder_name(config)
     if target.is_dir():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runfolder.schema import LOGICAL, STRUCTURAL  # noqa: F401  (the anomaly kinds are part of the run-folder schema)
-
 
 @dataclass(frozen=True)
 class DefectSpec:

@@ -6,8 +6,8 @@ import torch
 import methods.clip_logic as clip_logic
 from methods import clip_towers
 from methods.backbones import FeatureCache, WeightsInvalid, WeightsMissing
-from methods.base import FitContext
-from methods.registry import build_config
+from methods.cell import CellSetting, fit_method
+from methods.registry import build_config, build_variant
 from submission.datasets.procedural import ProceduralConfig, render_sample
 
 TINY = "tiny-test-clip"
@@ -26,15 +26,12 @@ def tiny_clip(monkeypatch):
 _FEATURES: dict[bool, FeatureCache] = {}
 
 
-def _context(seed: int = 0, pretrained: bool = True) -> FitContext:
-    """A CPU context; the bundled backbone is built once per test module."""
+def _fit(spec: str, support: torch.Tensor, category: str, seed: int = 0, preset: str = "offline",
+         pretrained: bool = True):
+    """The variant fitted the way a cell fits it, on CPU; the bundled backbone is built once per test module."""
     features = _FEATURES.setdefault(pretrained, FeatureCache(torch.device("cpu"), pretrained=pretrained))
-    return FitContext(torch.device("cpu"), torch.Generator().manual_seed(seed), features)
-
-
-def _method(spec: str, preset: str = "offline"):
-    entry, config = build_config(spec, preset)
-    return entry.factory(config)
+    setting = CellSetting(category, seed, torch.device("cpu"), features)
+    return fit_method(build_variant(spec, preset), support, setting).method
 
 
 def test_prompts_use_the_natural_name_and_every_state_template_pair():
@@ -125,8 +122,7 @@ def test_component_term_detects_a_missing_pill():
     samples = [render_sample("pill_tray", "good", i, config) for i in range(4)]
     normal = torch.stack([tensor(s.image) for s in samples])
     planted = torch.stack([tensor(_remove_one_pill(s, size)) for s in samples])
-    method = _method("clip_logic")
-    method.fit(support, category="pill_tray", context=_context())
+    method = _fit("clip_logic", support, "pill_tray")
     components = method.predict(torch.cat([normal, planted])).extras["components"]
     assert (components[4:] > components[:4]).all()  # each image scores higher with a pill missing
 
@@ -136,8 +132,7 @@ def test_offline_run_is_deterministic_and_labelled_as_not_clip():
     support, test = torch.rand(3, 3, 64, 64, generator=generator), torch.rand(2, 3, 64, 64, generator=generator)
     results = []
     for _ in range(2):
-        method = _method("clip_logic")
-        method.fit(support, category="toy", context=_context(seed=5))
+        method = _fit("clip_logic", support, "toy", seed=5)
         results.append(method.predict(test))
     assert torch.equal(results[0].scores, results[1].scores)
     assert set(results[0].extras) == {"few_shot", "global", "components", "z_local", "z_global", "z_components"}
@@ -149,8 +144,7 @@ def test_offline_run_is_deterministic_and_labelled_as_not_clip():
 def test_paper_path_runs_on_a_tiny_random_clip(tiny_clip):
     generator = torch.Generator().manual_seed(0)
     support, test = torch.rand(1, 3, 64, 64, generator=generator), torch.rand(2, 3, 64, 64, generator=generator)
-    method = _method(f"clip_logic:clip_model={TINY}", preset="paper")
-    method.fit(support, category="pill_tray", context=_context(pretrained=False))
+    method = _fit(f"clip_logic:clip_model={TINY}", support, "pill_tray", preset="paper", pretrained=False)
     prediction = method.predict(test)
     assert prediction.scores.shape == (2,) and torch.isfinite(prediction.scores).all()
     assert prediction.maps.shape == (2, 64, 64)
@@ -172,10 +166,9 @@ def test_missing_clip_weights_give_a_clear_message(tmp_path, monkeypatch):
     assert "ViT-B-16-plus-240" in message and not isinstance(error.value, WeightsInvalid)
     assert "--weights ViT-B-16-plus-240=PATH" in message and "--preset offline" in message
     assert "Hugging Face hub cache" in message and str(tmp_path / "clip") in message
-    method = _method("clip_logic", preset="paper")
-    context = FitContext(torch.device("cpu"), torch.Generator(), FeatureCache(torch.device("cpu")))
+    setting = CellSetting("pill_tray", 0, torch.device("cpu"), FeatureCache(torch.device("cpu")))
     with pytest.raises(WeightsMissing):  # before building the 200M-parameter tower
-        method.fit(torch.rand(1, 3, 64, 64), category="pill_tray", context=context)
+        fit_method(build_variant("clip_logic", "paper"), torch.rand(1, 3, 64, 64), setting)
 
 
 def test_clip_weights_are_found_in_the_open_clip_download_cache(tmp_path, monkeypatch):

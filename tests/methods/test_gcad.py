@@ -4,26 +4,19 @@ import torch
 
 import methods.gcad  # noqa: F401  (registers "gcad")
 from methods.backbones import FeatureCache
-from methods.base import FitContext
+from methods.cell import CellSetting, fit_method
 from methods.gcad import seed_skip_weight
 from methods.gcad_modules import GlobalEncoder, LocalRegressor, SkipDecayRegressor, local_receptive_field
-from methods.registry import build_config, create_method
+from methods.registry import build_config, build_variant, create_method
 from submission.datasets.images import list_images, load_image
 
 TINY = "steps=20,train_views=8,stat_views=4"  # 64 px, a few steps: seconds per fit
 
 
-def _context(seed: int = 0, pretrained: bool = True) -> FitContext:
-    return FitContext(torch.device("cpu"), torch.Generator().manual_seed(seed),
-                      FeatureCache(torch.device("cpu"), pretrained=pretrained))
-
-
 def _fit(spec: str, support: torch.Tensor, seed: int = 0, preset: str = "offline", pretrained: bool = True):
-    entry, config = build_config(spec, preset)
-    method = entry.factory(config)
-    torch.manual_seed(seed)
-    method.fit(support, category="pill_tray", context=_context(seed, pretrained))
-    return method
+    """The variant fitted the way a cell fits it (seeded, on a fresh CPU feature cache)."""
+    setting = CellSetting("pill_tray", seed, torch.device("cpu"), FeatureCache(torch.device("cpu"), pretrained=pretrained))
+    return fit_method(build_variant(spec, preset), support, setting).method
 
 
 @pytest.fixture(scope="module")

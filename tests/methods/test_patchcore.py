@@ -28,3 +28,97 @@ def test_coreset_keeps_the_requested_fraction():
     method = create_method("patchcore:coreset_ratio=0.25", preset="offline")
     method.fit(torch.rand(2, 3, 64, 64), category="toy", context=_context())
     assert method.info()["memory_size"] == 2 * 8 * 8 // 4
+
+
+# --- the official computation (amazon-science/patchcore-inspection), hand-checked on small cases ---
+
+import pytest  # noqa: E402
+
+from methods.common import aggregate_concat, aggregate_local, aggregate_official, project_neighbourhoods  # noqa: E402
+
+
+def test_neighbourhood_average_counts_the_zero_padding():
+    ones = torch.ones(1, 1, 3, 3)
+    # one channel, 9 values pooled to 1: the 3x3 mean with the padded zeros counted
+    mean = project_neighbourhoods(ones, 3, dim=1)[0, 0]
+    assert torch.allclose(mean, torch.tensor([[4, 6, 4], [6, 9, 6], [4, 6, 4]]) / 9.0)
+    # without counting the padding every neighbourhood of a constant map averages to the constant
+    assert torch.allclose(project_neighbourhoods(ones, 3, dim=1, count_include_pad=False), ones)
+
+
+def test_neighbourhood_vector_is_ordered_channel_first():
+    # channel 0 all ones, channel 1 all zeros; 18 values pooled to 2 bins of 9: one bin per channel
+    level = torch.stack([torch.ones(3, 3), torch.zeros(3, 3)]).unsqueeze(0)
+    out = project_neighbourhoods(level, 3, dim=2)[0]
+    assert torch.allclose(out[0], torch.tensor([[4, 6, 4], [6, 9, 6], [4, 6, 4]]) / 9.0)
+    assert torch.equal(out[1], torch.zeros(3, 3))
+
+
+def test_adaptive_pooling_bins_overlap_as_torch_defines_them():
+    # the centre's neighbourhood is 1..9; 9 values into 2 bins: [1..5] and [5..9] (the middle value in both)
+    level = torch.arange(1.0, 10.0).view(1, 1, 3, 3)
+    centre = project_neighbourhoods(level, 3, dim=2)[0, :, 1, 1]
+    assert torch.allclose(centre, torch.tensor([3.0, 7.0]))
+
+
+def test_levels_are_projected_to_one_size_and_weigh_the_same():
+    # patch_size 1 isolates the projection; level A has 2 channels, level B 4 (on a 2x coarser grid, constant)
+    a = torch.tensor([1.0, 3.0]).view(1, 2, 1, 1).expand(1, 2, 2, 2)
+    b = torch.tensor([10.0, 10.0, 20.0, 20.0]).view(1, 4, 1, 1)
+    # pretrain 2: A -> [1, 3], B -> [10, 20]; joined [1, 3, 10, 20]; target 2 -> [2, 15]: one value per level
+    out = aggregate_official([a, b], patch_size=1, pretrain_dim=2, target_dim=2)
+    assert out.shape == (1, 2, 2, 2)
+    assert torch.allclose(out, torch.tensor([2.0, 15.0]).view(1, 2, 1, 1).expand(1, 2, 2, 2))
+    # target = 2 x pretrain keeps both levels' projected vectors whole
+    out = aggregate_official([a, b], patch_size=1, pretrain_dim=2, target_dim=4)
+    assert torch.allclose(out[0, :, 0, 0], torch.tensor([1.0, 3.0, 10.0, 20.0]))
+    # each level holds half the feature whatever its channel count: the same change in either level moves the
+    # feature by the same distance (concatenated raw, the 4-channel level would move it twice as far)
+    base = aggregate_official([a, b], 1, 2, 2)
+    shifted_a = aggregate_official([a + 1, b], 1, 2, 2)
+    shifted_b = aggregate_official([a, b + 1], 1, 2, 2)
+    assert torch.allclose((shifted_a - base).norm(dim=1), (shifted_b - base).norm(dim=1))
+    raw = aggregate_concat([a, b.expand(1, 4, 2, 2)], 1)
+    assert (aggregate_concat([a, b.expand(1, 4, 2, 2) + 1], 1) - raw).norm(dim=1).mean() > \
+        (aggregate_concat([a + 1, b.expand(1, 4, 2, 2)], 1) - raw).norm(dim=1).mean()
+
+
+def test_concat_without_padding_is_the_previous_aggregation():
+    maps = [torch.rand(2, 3, 8, 8), torch.rand(2, 5, 4, 4)]
+    assert torch.equal(aggregate_concat(maps, 3, count_include_pad=False), aggregate_local(maps, 3))
+
+
+class _PixelFeatures:
+    """A stand-in feature cache whose only level is the image itself (3 channels at the input grid)."""
+
+    def get(self, backbone, images, levels):
+        return [images]
+
+
+def _pixel_patchcore(spec):
+    method = create_method(f"patchcore:{spec}patch_size=1,levels=2,pretrain_dim=3,target_dim=3", preset="offline")
+    method.fit(torch.zeros(1, 3, 40, 40), category="toy",
+               context=FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), _PixelFeatures()))
+    return method
+
+
+def test_image_score_is_the_max_of_the_raw_patch_scores():
+    test = torch.zeros(1, 3, 40, 40)  # larger than the blur's reflect padding (radius 16)
+    test[0, :2, 15, 21] = torch.tensor([3.0, 4.0])  # one patch at distance 5 from the all-zero memory
+    prediction = _pixel_patchcore("").predict(test)
+    assert prediction.scores.item() == pytest.approx(5.0)
+    assert prediction.maps.max() < 1.0  # the blurred map spreads the peak: it is for localisation only
+    previous = _pixel_patchcore("image_score=map_max,").predict(test)
+    assert previous.scores.item() == pytest.approx(prediction.maps.max().item())
+
+
+def test_previous_behaviour_is_one_spec_away():
+    method = create_method("patchcore:aggregation=concat,count_include_pad=false,image_score=map_max",
+                           preset="offline")
+    config = method.config
+    assert (config.aggregation, config.count_include_pad, config.image_score) == ("concat", False, "map_max")
+    default = create_method("patchcore", preset="offline").config
+    assert (default.aggregation, default.count_include_pad, default.image_score) == ("official", True, "patch_max")
+    assert (default.pretrain_dim, default.target_dim) == (112, 112)
+    paper = create_method("patchcore", preset="paper").config
+    assert (paper.pretrain_dim, paper.target_dim) == (1024, 1024)

@@ -1,4 +1,4 @@
-"""Frozen networks run under autocast on CUDA (bf16 where supported, else fp16) unless precision is fp32;
+"""With precision `auto`, frozen networks run under autocast on CUDA (bf16 where supported, else fp16); fp32 is the default;
 the switch is wired from the run's config to the feature cache and the CLIP tower (checked on CPU)."""
 import pytest
 import torch
@@ -13,10 +13,10 @@ from submission.runner import Runner
 def test_autocast_dtype_follows_device_and_precision(monkeypatch):
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    assert autocast_dtype(cuda) is torch.bfloat16
+    assert autocast_dtype(cuda, "auto") is torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    assert autocast_dtype(cuda) is torch.float16
-    assert autocast_dtype(cuda, "fp32") is None
+    assert autocast_dtype(cuda, "auto") is torch.float16
+    assert autocast_dtype(cuda) is None  # fp32 by default
     assert autocast_dtype(torch.device("cpu")) is None
     with pytest.raises(ValueError, match="fp32"):
         autocast_dtype(cuda, "half")
@@ -25,8 +25,8 @@ def test_autocast_dtype_follows_device_and_precision(monkeypatch):
 def test_run_config_precision_reaches_the_feature_cache(tmp_path, monkeypatch):
     monkeypatch.setattr("submission.runner.resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
-    assert Runner(RunConfig(out=tmp_path / "a")).features.autocast_dtype is torch.bfloat16
-    assert Runner(RunConfig(out=tmp_path / "b", precision="fp32")).features.autocast_dtype is None
+    assert Runner(RunConfig(out=tmp_path / "a", precision="auto")).features.autocast_dtype is torch.bfloat16
+    assert Runner(RunConfig(out=tmp_path / "b")).features.autocast_dtype is None  # fp32 by default
     with pytest.raises(HarnessError, match="--precision"):
         RunConfig(precision="half")
 

@@ -7,11 +7,12 @@ import torch.nn.functional as F
 
 import methods.regad  # noqa: F401  (registers "regad")
 from methods.backbones import FeatureCache, load_backbone
-from methods.base import AuxiliaryCategory, FitContext
+from methods.base import AuxiliaryCategory
+from methods.cell import CellSetting, fit_method
 from methods.regad import augment_support, fit_gaussian, mahalanobis_map
 from methods.regad_modules import STN, STN_MODES, RegADNet, affine_from_params, backbone_stages, registration_loss
-from methods.registry import build_config
-from submission.config import RunConfig
+from methods.registry import build_config, build_variant
+from runfolder.schema import variant_dirname
 from submission.datasets.images import ImageStore
 from submission.datasets.readers import read_category
 from submission.runner import auxiliary_categories
@@ -28,15 +29,13 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def _method(spec: str = TINY):
-    entry, config = build_config(spec, "offline")
-    return entry.factory(config)
-
-
-def _context(auxiliary=None, artifacts=None, seed=0):
-    torch.manual_seed(seed)
-    return FitContext(torch.device("cpu"), torch.Generator().manual_seed(seed),
-                      FeatureCache(torch.device("cpu"), pretrained=False), auxiliary, artifacts)
+def _fit(support: torch.Tensor, category: str = "target", spec: str = TINY, preset: str = "offline",
+         auxiliary=None, artifacts=None, seed: int = 0):
+    """The variant fitted the way a cell fits it: `auxiliary` maps a `source` to categories, `artifacts` is the
+    run's artifacts root (the variant keeps its models in artifacts/<variant dir>)."""
+    setting = CellSetting(category, seed, torch.device("cpu"), FeatureCache(torch.device("cpu"), pretrained=False),
+                          artifacts, auxiliary)
+    return fit_method(build_variant(spec, preset), support, setting)
 
 
 def _aux_images(value: float, n: int = 6, size: int = 32) -> torch.Tensor:
@@ -44,7 +43,7 @@ def _aux_images(value: float, n: int = 6, size: int = 32) -> torch.Tensor:
     return (value + 0.05 * noise).clamp(0, 1)
 
 
-def _auxiliary():
+def _auxiliary(source: str = "procedural"):
     return [AuxiliaryCategory("cat_a", _aux_images(0.1)), AuxiliaryCategory("cat_b", _aux_images(0.3))]
 
 
@@ -127,8 +126,8 @@ def test_meta_training_never_receives_a_target_image(monkeypatch, tmp_path):
     monkeypatch.setattr(RegADNet, "forward", recording)
     calls = []
     target_support = torch.full((2, 3, 32, 32), 0.9)  # distinguishable from both auxiliary categories
-    method = _method()
-    method.fit(target_support, category="target", context=_context(lambda: calls.append(1) or _auxiliary(), tmp_path))
+    method = _fit(target_support, auxiliary=lambda source: calls.append(1) or _auxiliary(source),
+                  artifacts=tmp_path).method
     assert calls == [1] and seen
     assert max(float(batch.max()) for batch in seen) < 0.5  # only the 0.1 / 0.3 auxiliary images trained
     assert method.info()["meta_training"]["categories"] == ["cat_a", "cat_b"]
@@ -137,14 +136,14 @@ def test_meta_training_never_receives_a_target_image(monkeypatch, tmp_path):
         raise AssertionError("a cached model must not ask for auxiliary images again")
 
     seen.clear()
-    _method().fit(target_support, category="target", context=_context(refuse, tmp_path))
+    _fit(target_support, auxiliary=lambda source: refuse(), artifacts=tmp_path)
     assert not seen  # loaded from the artifacts: no training at all
 
 
 def test_auxiliary_holding_the_target_category_is_refused():
-    aux = lambda: [AuxiliaryCategory("target", _aux_images(0.1))]  # noqa: E731
+    aux = lambda source: [AuxiliaryCategory("target", _aux_images(0.1))]  # noqa: E731
     with pytest.raises(ValueError, match="target"):
-        _method().fit(torch.rand(1, 3, 32, 32), category="target", context=_context(aux))
+        _fit(torch.rand(1, 3, 32, 32), "target", auxiliary=aux)
 
 
 def test_runner_auxiliary_categories_exclude_the_target(tiny_loco):
@@ -164,13 +163,12 @@ def test_same_seed_gives_identical_scores_whether_trained_or_loaded(tmp_path):
     test = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     scores = []
     for folder in (tmp_path / "a", tmp_path / "a", tmp_path / "b"):  # train, load, train again
-        method = _method()
-        method.fit(support, category="target", context=_context(_auxiliary, folder, seed=42))
+        method = _fit(support, auxiliary=_auxiliary, artifacts=folder, seed=42).method
         prediction = method.predict(test)
         assert prediction.maps.shape == (3, 32, 32) and torch.isfinite(prediction.maps).all()
         scores.append(prediction.scores)
     assert torch.equal(scores[0], scores[1]) and torch.equal(scores[0], scores[2])
-    assert len(list((tmp_path / "a").glob("target__procedural__*.pt"))) == 1
+    assert len(list((tmp_path / "a" / variant_dirname(TINY)).glob("target__procedural__*.pt"))) == 1
 
 
 def test_a_damaged_copy_scores_higher_than_a_support_image():
@@ -178,18 +176,16 @@ def test_a_damaged_copy_scores_higher_than_a_support_image():
     support = (0.4 + 0.2 * torch.rand(2, 3, 64, 64, generator=generator))
     damaged = support[:1].clone()
     damaged[:, :, 24:40, 24:40] = 1.0
-    method = _method("regad:input_size=64,train_epochs=0")  # no meta-training: no auxiliary needed
-    method.fit(support, category="toy", context=_context())
+    method = _fit(support, "toy", "regad:input_size=64,train_epochs=0").method  # no meta-training: no auxiliary needed
     prediction = method.predict(torch.cat([support[:1], damaged]))
     assert prediction.scores[0] < prediction.scores[1]
     assert method.info()["meta_training"]["steps"] == 0 and method.info()["support_views"] == 44
 
 
 def test_paper_preset_runs_on_random_resnet18_weights(tmp_path):
-    entry, config = build_config("regad:input_size=32,train_size=32,train_epochs=1,train_batch=4", "paper")
+    config = build_variant(TINY, "paper").config
     assert config.backbone == "resnet18" and not config.normalize and config.gaussian_stride == 4
-    method = entry.factory(config)
-    method.fit(torch.rand(1, 3, 48, 48), category="target", context=_context(_auxiliary, tmp_path))
+    method = _fit(torch.rand(1, 3, 48, 48), preset="paper", auxiliary=_auxiliary, artifacts=tmp_path).method
     prediction = method.predict(torch.rand(2, 3, 48, 48))
     assert prediction.maps.shape == (2, 48, 48) and torch.isfinite(prediction.scores).all()
     info = method.info()
@@ -198,16 +194,15 @@ def test_paper_preset_runs_on_random_resnet18_weights(tmp_path):
 
 
 def test_leave_one_out_source_is_flagged_in_info():
-    assert "VAND 3.0" in _method("regad:source=dataset").info()["protocol_note"]
-    assert "protocol_note" not in _method().info()
+    assert "VAND 3.0" in build_variant("regad:source=dataset").create().info()["protocol_note"]
+    assert "protocol_note" not in build_variant(TINY).create().info()
 
 
 @pytest.mark.parametrize("update", [True, False])
 def test_backbone_batchnorm_statistics_update_only_when_asked(update):
-    context = _context(_auxiliary)
-    method = _method(f"{TINY},train_bn_stats={update}")
-    method.fit(torch.rand(1, 3, 32, 32), category="target", context=context)
-    original = backbone_stages(context.features.extractor("lite0").model)
+    fitted = _fit(torch.rand(1, 3, 32, 32), spec=f"{TINY},train_bn_stats={update}", auxiliary=_auxiliary)
+    method = fitted.method
+    original = backbone_stages(fitted.context.features.extractor("lite0").model)
     means = lambda stages: [b for n, b in stages.named_buffers() if n.endswith("running_mean")]  # noqa: E731
     unchanged = all(torch.equal(a, b) for a, b in zip(means(method.net.stages), means(original)))
     assert unchanged != update

@@ -1,7 +1,8 @@
 import pytest
 
 from methods import list_methods
-from methods.registry import MethodSpecError, build_config, create_method, parse_spec, variant_dirname
+from methods.registry import MethodSpecError, build_config, create_method, parse_spec
+from runfolder.schema import variant_dirname
 
 
 def test_spec_parsing_and_typed_overrides():

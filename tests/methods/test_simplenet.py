@@ -9,9 +9,9 @@ from sklearn.metrics import roc_auc_score
 
 import methods.simplenet  # noqa: F401  (registers "simplenet")
 from methods.backbones import FeatureCache
-from methods.base import FitContext
 from methods.augment import augment
-from methods.registry import build_config
+from methods.cell import CellSetting, fit_method
+from methods.registry import build_variant
 from methods.simplenet import (Discriminator, SimpleNetConfig, augment_config, embedding_kernels,
                                neighbourhood_embedding, pooling_matrix, truncated_l1_loss)
 from submission.datasets.procedural import ProceduralConfig, render_sample
@@ -20,14 +20,12 @@ from submission.datasets.procedural import ProceduralConfig, render_sample
 FAST = {"meta_epochs": 10, "augment_views": 1}
 
 
-def _method(preset: str = "offline", **changes):
-    entry, config = build_config("simplenet", preset)
-    return entry.factory(dataclasses.replace(config, **{**FAST, **changes}))
-
-
-def _context(seed: int = 0, pretrained: bool = True) -> FitContext:
-    return FitContext(torch.device("cpu"), torch.Generator().manual_seed(seed),
-                      FeatureCache(torch.device("cpu"), pretrained=pretrained))
+def _fit(support: torch.Tensor, category: str, seed: int = 0, preset: str = "offline", pretrained: bool = True,
+         **changes):
+    """SimpleNet with the FAST schedule and `changes` (registry options), fitted the way a cell fits it."""
+    options = ",".join(f"{key}={value}" for key, value in {**FAST, **changes}.items())
+    setting = CellSetting(category, seed, torch.device("cpu"), FeatureCache(torch.device("cpu"), pretrained=pretrained))
+    return fit_method(build_variant(f"simplenet:{options}", preset), support, setting).method
 
 
 def _official_embedding(maps, patch_size, pretrain_dim, target_dim):
@@ -90,9 +88,8 @@ def test_loss_is_zero_when_the_discriminator_separates_by_the_margin():
 
 
 def test_predict_shapes_and_image_score_is_the_max_patch_score_before_blur():
-    method = _method()
     support = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    method.fit(support, category="toy", context=_context())
+    method = _fit(support, "toy")
     test = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     prediction = method.predict(test)
     patch_scores = method.patch_scores(test)
@@ -107,8 +104,7 @@ def test_predict_shapes_and_image_score_is_the_max_patch_score_before_blur():
 
 
 def test_flips_are_off_for_categories_whose_logic_they_break():
-    method = _method(meta_epochs=1)
-    method.fit(torch.rand(1, 3, 32, 32), category="part_slots", context=_context())
+    method = _fit(torch.rand(1, 3, 32, 32), "part_slots", meta_epochs=1)
     assert method.info()["flips"] is False
 
 
@@ -134,8 +130,7 @@ def _paste_defects(images: torch.Tensor, generator: torch.Generator) -> torch.Te
 def test_short_training_lowers_the_loss_and_separates_synthetic_defects():
     support = _procedural("part_slots", range(4))
     held_out = _procedural("part_slots", range(4, 10))  # normal images the method never saw
-    method = _method(meta_epochs=25, augment_views=1)
-    method.fit(support, category="part_slots", context=_context(3))
+    method = _fit(support, "part_slots", seed=3, meta_epochs=25, augment_views=1)
     losses = torch.tensor(method.losses)
     assert len(losses) == 100 and losses[-10:].mean() < losses[:10].mean() - 0.1
     defective = _paste_defects(held_out, torch.Generator().manual_seed(3))
@@ -148,9 +143,7 @@ def test_same_seed_same_scores_other_seed_other_scores():
     test = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
     def scores(seed: int) -> torch.Tensor:
-        method = _method(meta_epochs=3)
-        method.fit(support, category="toy", context=_context(seed))
-        return method.predict(test).scores
+        return _fit(support, "toy", seed=seed, meta_epochs=3).predict(test).scores
 
     first = scores(5)
     assert torch.equal(first, scores(5))
@@ -159,9 +152,9 @@ def test_same_seed_same_scores_other_seed_other_scores():
 
 @pytest.mark.parametrize("preset", ["paper"])
 def test_paper_preset_runs_with_random_weights(preset):
-    method = _method(preset, meta_epochs=1, epochs_per_meta=1, augment_views=1)
+    method = _fit(torch.rand(2, 3, 64, 64), "toy", preset=preset, pretrained=False, meta_epochs=1, epochs_per_meta=1,
+                  augment_views=1)
     assert method.config.backbone == "wide_resnet50_2" and method.config.target_dim == 1536
-    method.fit(torch.rand(2, 3, 64, 64), category="toy", context=_context(pretrained=False))
     prediction = method.predict(torch.rand(1, 3, 64, 64))
     assert prediction.maps.shape == (1, 64, 64) and torch.isfinite(prediction.scores).all()
     assert method.info()["steps"] == 1 and method.info()["grid"] == [8, 8]

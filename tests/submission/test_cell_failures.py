@@ -4,7 +4,6 @@ import json
 from dataclasses import dataclass
 
 import pytest
-import torch
 
 from methods import registry
 from methods.base import Prediction

@@ -7,7 +7,7 @@ import tarfile
 import pytest
 import torch
 
-from methods.registry import variant_dirname
+from runfolder.schema import variant_dirname
 from submission.config import RunConfig
 from submission.errors import HarnessError
 from submission.cli import main
@@ -32,7 +32,7 @@ def archive(tiny_loco, tmp_path_factory):
 
 def test_round_trip_verifies(archive):
     report = verify(archive)
-    assert report.cell == "pill_tray k=2 seed=42" and len(report.stored) == 3
+    assert report.cell == "pill_tray k=2 seed=42" and len(report.stored) == 10  # every test image of the tiny category
     assert report.fresh_bundle == pytest.approx(report.fresh_installed, rel=1e-3, abs=1e-4)
     names = tarfile.open(archive).getnames()
     for required in ("bundle/model.py", "bundle/requirements.txt", "bundle/SHA256SUMS", "bundle/weights/lite0.pth",

@@ -1,6 +1,7 @@
 """Tests of the procedural LOCO-like dataset (`submission.datasets.procedural`)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -9,14 +10,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from submission.cli import main
 from submission.datasets import procedural
 from submission.datasets.procedural import (
     CATEGORIES,
+    SPLITS,
     ProceduralConfig,
+    config_digest,
     ensure_dataset,
+    folder_name,
     generate,
     render_sample,
 )
+from submission.datasets.readers import list_categories, read_category
 
 TINY = ProceduralConfig(image_size=64, n_train=3, n_validation=2, n_test_good=2,
                         n_test_logical=3, n_test_structural=3)
@@ -207,3 +213,74 @@ def test_ensure_dataset_ignores_half_written_temp(tmp_path: Path) -> None:
 def test_unknown_category_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         generate(tmp_path, replace(TINY, categories=("nope",)))
+
+
+# ------------------------------------------------------------------ the test and dev realisations
+def _pixel_digest(config: ProceduralConfig) -> str:
+    """SHA-256 of the pixels and masks of images 0 and 1 of every part of every category."""
+    digest = hashlib.sha256()
+    for category in config.categories:
+        for part in SPLITS:
+            for i in range(2):
+                sample = render_sample(category, part, i, config)
+                digest.update(sample.image.tobytes())
+                for name, mask in sample.masks:
+                    digest.update(name.encode())
+                    digest.update(mask.tobytes())
+    return digest.hexdigest()
+
+
+def test_reported_test_split_is_unchanged() -> None:
+    """The realisation `make run` and BENCHMARKS.md report keeps its digest, cache folder and pixels
+    (values computed with the generator before the dev split existed)."""
+    assert ProceduralConfig().split == "test"
+    assert config_digest(ProceduralConfig()) == "99f7affa69"
+    assert folder_name(ProceduralConfig()) == "procedural-99f7affa69"
+    assert config_digest(TINY) == "3442003220"
+    assert _pixel_digest(ProceduralConfig(image_size=64)) == (
+        "288d23580791a903514e261f3e844f449776a6688e7d8b1aa3ede9e29736904b")
+
+
+def test_dev_split_has_its_own_cache_folder() -> None:
+    dev = ProceduralConfig(split="dev")
+    assert folder_name(dev) == f"procedural-dev-{config_digest(dev)}"
+    assert config_digest(dev) != config_digest(ProceduralConfig())
+    with pytest.raises(ValueError):
+        ProceduralConfig(split="validation")
+
+
+def _image_hashes(root: Path) -> dict[str, str]:
+    """SHA-256 of every image file (not masks, not defects_config.json) by relative path."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*.png") if "ground_truth" not in p.parts}
+
+
+def test_dev_and_test_realisations_are_disjoint(tiny_root: Path, tmp_path: Path) -> None:
+    """No image of the dev realisation equals an image of the test one, for the same seed or another."""
+    dev = _image_hashes(generate(tmp_path / "dev", replace(TINY, split="dev")))
+    test = _image_hashes(tiny_root)
+    assert dev.keys() == test.keys()  # same layout and counts
+    assert not set(dev.values()) & set(test.values())
+    other_seed = _image_hashes(generate(tmp_path / "seed1", replace(TINY, seed=1, categories=("pill_tray",))))
+    assert not set(dev.values()) & set(other_seed.values())
+    for category in TINY.categories:  # pixels differ too, not only the encoded files
+        a = render_sample(category, "train", 0, TINY).image
+        b = render_sample(category, "train", 0, replace(TINY, split="dev")).image
+        assert not np.array_equal(a, b)
+
+
+def test_synth_writes_the_dev_split_readers_accept(tmp_path: Path) -> None:
+    size = 48
+    assert main(["synth", "--split", "dev", "--out", str(tmp_path / "dev"), "--image-size", str(size)]) == 0
+    assert main(["synth", "--out", str(tmp_path / "test"), "--image-size", str(size)]) == 0  # test by default
+    config = ProceduralConfig(image_size=size)
+    assert list_categories(tmp_path / "dev") == sorted(config.categories)
+    for name in config.categories:
+        dev, test = (read_category(tmp_path / split, name, "loco") for split in ("dev", "test"))
+        assert len(dev.train_good) == len(test.train_good) == config.n_train
+        assert len(dev.test) == len(test.test) == config.n_test_good + config.n_test_logical + config.n_test_structural
+        assert dev.defects == test.defects
+    name = "pill_tray/train/good/000.png"
+    for split in ("test", "dev"):
+        expected = render_sample("pill_tray", "train", 0, replace(config, split=split)).image
+        assert np.array_equal(np.asarray(Image.open(tmp_path / split / name)), expected)

@@ -134,3 +134,14 @@ def test_fusion_reuses_the_members_test_predictions(tiny_loco, tmp_path, monkeyp
     expected = [(float(r["score"]) - stats["mean"]) / stats["std"] for r in member]
     assert [float(r["score"]) for r in fused] == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert [float(r["z_patchcore"]) for r in fused] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+def test_a_pending_fusion_refits_only_the_members_it_fuses():
+    from submission.preflight import preflight
+    from submission.runner import fused_members
+
+    variants = preflight(("patchcore", "simplenet", "fusion:members=patchcore", "fusion"), "offline", {})
+    by_spec = {v.spec: v for v in variants}
+    assert fused_members([by_spec["fusion:members=patchcore"]], variants) == {"patchcore"}
+    assert fused_members([by_spec["fusion"]], variants) == {"patchcore", "simplenet"}
+    assert fused_members([], variants) == set()
