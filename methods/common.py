@@ -40,22 +40,10 @@ def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
 
 
-def aggregate_local(maps: list[torch.Tensor], patch_size: int = 3) -> torch.Tensor:
-    """PatchCore-style local features: average each level over a patch_size neighbourhood, resize every
-    level to the first level's grid (bilinear) and concatenate channels: [b, sum C_i, h, w]."""
-    height, width = maps[0].shape[-2:]
-    pooled = []
-    for level in maps:
-        level = F.avg_pool2d(level, patch_size, stride=1, padding=patch_size // 2, count_include_pad=False)
-        if level.shape[-2:] != (height, width):
-            level = F.interpolate(level, size=(height, width), mode="bilinear", align_corners=False)
-        pooled.append(level)
-    return torch.cat(pooled, dim=1)
-
-
-def aggregate_concat(maps: list[torch.Tensor], patch_size: int = 3, count_include_pad: bool = False) -> torch.Tensor:
-    """`aggregate_local` with a choice of how the zero padding at the border enters each neighbourhood's average
-    (`count_include_pad=False` is `aggregate_local` itself): [b, sum C_i, h, w], levels concatenated raw."""
+def aggregate_local(maps: list[torch.Tensor], patch_size: int = 3, count_include_pad: bool = False) -> torch.Tensor:
+    """PatchCore-style local features: average each level over a patch_size neighbourhood (`count_include_pad`:
+    whether the zero padding at the border counts in the average), resize every level to the first level's grid
+    (bilinear) and concatenate channels raw: [b, sum C_i, h, w]."""
     height, width = maps[0].shape[-2:]
     pooled = []
     for level in maps:

@@ -39,7 +39,7 @@ import torch
 
 from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
-from methods.common import aggregate_concat, aggregate_official, flatten_patches, nearest_distance, upsample_and_blur
+from methods.common import aggregate_local, aggregate_official, flatten_patches, nearest_distance, upsample_and_blur
 from methods.options import NonNegativeFloat, PositiveFraction, PositiveInt
 from methods.registry import register
 
@@ -91,7 +91,7 @@ class PatchCore:
         config = self.config
         maps = self._context.features.get(config.backbone, images, config.levels)
         if config.aggregation == "concat":
-            return aggregate_concat(maps, config.patch_size, config.count_include_pad)  # [b, sum C_i, h, w]
+            return aggregate_local(maps, config.patch_size, config.count_include_pad)  # [b, sum C_i, h, w]
         return aggregate_official(maps, config.patch_size, config.pretrain_dim, config.target_dim,
                                   config.count_include_pad)  # [b, target_dim, h, w]
 

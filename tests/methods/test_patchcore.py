@@ -1,4 +1,5 @@
 import torch
+import torch.nn.functional as F
 
 from methods import create_method
 from methods.backbones import FeatureCache
@@ -34,7 +35,7 @@ def test_coreset_keeps_the_requested_fraction():
 
 import pytest  # noqa: E402
 
-from methods.common import aggregate_concat, aggregate_local, aggregate_official, project_neighbourhoods  # noqa: E402
+from methods.common import aggregate_local, aggregate_official, project_neighbourhoods  # noqa: E402
 
 
 def test_neighbourhood_average_counts_the_zero_padding():
@@ -78,14 +79,19 @@ def test_levels_are_projected_to_one_size_and_weigh_the_same():
     shifted_a = aggregate_official([a + 1, b], 1, 2, 2)
     shifted_b = aggregate_official([a, b + 1], 1, 2, 2)
     assert torch.allclose((shifted_a - base).norm(dim=1), (shifted_b - base).norm(dim=1))
-    raw = aggregate_concat([a, b.expand(1, 4, 2, 2)], 1)
-    assert (aggregate_concat([a, b.expand(1, 4, 2, 2) + 1], 1) - raw).norm(dim=1).mean() > \
-        (aggregate_concat([a + 1, b.expand(1, 4, 2, 2)], 1) - raw).norm(dim=1).mean()
+    raw = aggregate_local([a, b.expand(1, 4, 2, 2)], 1)
+    assert (aggregate_local([a, b.expand(1, 4, 2, 2) + 1], 1) - raw).norm(dim=1).mean() > \
+        (aggregate_local([a + 1, b.expand(1, 4, 2, 2)], 1) - raw).norm(dim=1).mean()
 
 
 def test_concat_without_padding_is_the_previous_aggregation():
+    """The old default: border neighbourhoods average only real pixels, levels resized and concatenated raw."""
     maps = [torch.rand(2, 3, 8, 8), torch.rand(2, 5, 4, 4)]
-    assert torch.equal(aggregate_concat(maps, 3, count_include_pad=False), aggregate_local(maps, 3))
+    deeper = F.interpolate(F.avg_pool2d(maps[1], 3, 1, 1, count_include_pad=False), size=(8, 8), mode="bilinear",
+                           align_corners=False)
+    expected = torch.cat([F.avg_pool2d(maps[0], 3, 1, 1, count_include_pad=False), deeper], dim=1)
+    assert torch.equal(aggregate_local(maps, 3, count_include_pad=False), expected)
+    assert not torch.equal(aggregate_local(maps, 3, count_include_pad=True), expected)
 
 
 class _PixelFeatures:
