@@ -347,9 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     argv = list(argv if argv is not None else sys.argv[1:])
     if args.device == "auto":
-        import torch
+        from submission.runner import resolve_device
 
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        args.device = resolve_device("auto").type
     if args.tiny:
         args.image_size, args.scale = 64, 0.1
         args.settings = args.settings or "tiny"

@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if args.device == "auto":
-        import torch
+        from submission.runner import resolve_device
 
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        args.device = resolve_device("auto").type
     if args.tiny:
         args.image_size, args.k = 64, 1
         args.settings = args.settings or "tiny"

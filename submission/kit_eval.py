@@ -171,13 +171,9 @@ def _check_options(shots: Sequence[int], seeds: Sequence[int], batch_size: int, 
         raise HarnessError("--seeds: give at least one seed, each once")
     if batch_size < 1:
         raise HarnessError(f"--batch-size {batch_size}: must be at least 1")
-    import torch
+    from submission.runner import resolve_device  # the run's rule: auto = CUDA when present, cuda without one = error
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise HarnessError(f"--device {device!r}: choose auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise HarnessError("--device cuda: no CUDA device is available")
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    return resolve_device(device).type
 
 
 def _plan_categories(data: Path, categories: Sequence[str], shots: Sequence[int]) -> list[dict]:
