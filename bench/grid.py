@@ -12,10 +12,12 @@ sampled k matter). The dataset is generated once (in parallel) into `--data-root
 
 Each preset's run is one child process (`bench.child_run`) with a time limit; results.csv is written per
 cell, so a run cut off at its limit is still summarised (and said to be partial). Recorded: wall time, fit
-and predict seconds per method, test images per second, peak RSS and GPU memory of the child, backbone
-passes against the limit (unique images x backbones: test images + the distinct support images drawn,
-times each backbone the FeatureCache ran) — a PASS/FAIL check, not an assertion, so the bench reports
-the ratio when the harness has not reached the limit. `--quick` runs 2 categories x k = 1, 4 x 1 seed and
+and predict seconds per method, test images per second, peak RSS and GPU memory of the child, and the
+backbone passes of dataset images (support and test, by content digest) against the limit: unique images x
+backbones, as a test image's features depend on neither k, seed nor method. The bench asserts it (exit status
+1 and FAIL when an image passed a backbone twice, e.g. after a cache eviction; `backbone_check`); passes of
+images made inside fits (augmented views, pseudo-anomalies) are reported apart, with the content cache's
+bound, peak and evictions (`--cache-gib` sets the bound). `--quick` runs 2 categories x k = 1, 4 x 1 seed and
 extrapolates the full grid's time from it (first cell per method and category and the later cells priced
 separately, as the feature cache makes later cells cheaper; said to be extrapolated).
 
@@ -39,7 +41,7 @@ from bench.child_run import describe_device, device_line, run_child
 from bench.markdown import write_section
 from bench.paper_preset import SHORT_OPTIONS, TINY_OPTIONS, fmt, mib, registered_methods, results_frame
 from runfolder.reading import read_json
-from runfolder.schema import RunPaths
+from runfolder.schema import RunPaths, parse_cell_name
 
 # (name, procedural kind, generator seed, LOCO category whose counts it takes, good, logical, structural)
 GRID_CATEGORIES = (
@@ -156,8 +158,8 @@ def ensure_grid_data(root: Path, categories: list[tuple], size: int, workers: in
     return folder
 
 
-def backbone_check(folder: Path, passes: dict[str, int] | None) -> dict[str, Any]:
-    """Backbone passes against the limit: unique images (test + distinct support) x backbones used."""
+def dataset_images(folder: Path) -> tuple[int, int]:
+    """(test images, distinct support images drawn) of a finished run: the dataset images its backbones may see."""
     paths = RunPaths(folder)
     config = read_json(paths.config, required=False)
     data_root = Path(config.get("data") or ".")
@@ -166,15 +168,45 @@ def backbone_check(folder: Path, passes: dict[str, int] | None) -> dict[str, Any
         test += sum(len(list((data_root / name / "test" / split).glob("*.png")))
                     for split in ("good", "logical_anomalies", "structural_anomalies"))
     manifest = read_json(paths.manifest, required=False)
-    support = {(cat, image) for cat, cells in manifest.items() for names in cells.values() for image in names}
-    unique = test + len(support)
-    passes = passes or {}
-    limit = unique * len(passes)
-    total = sum(passes.values())
-    per = {b: round(n / unique, 3) if unique else None for b, n in passes.items()}
-    return {"unique_images": unique, "test_images": test, "support_images": len(support), "backbones": sorted(passes),
-            "passes": total, "limit": limit, "ratio": round(total / limit, 3) if limit else None, "per_backbone": per,
-            "check": "PASS" if limit and total == limit else "FAIL"}
+    support = {(cat, image) for cat, cells in manifest.items() for cell, names in cells.items()
+               if parse_cell_name(cell) is not None for image in names}  # not a cell's labelled anomalies
+    return test, len(support)
+
+
+def backbone_check(folder: Path, summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The bench's assertion on a finished run's `feature_passes` (config.json): every dataset image (support or
+    test, known by content digest) passed each backbone that saw it exactly once, so dataset-image passes equal
+    unique images x backbones. A backbone sees all of them (test + distinct support), or only the support images
+    when it works in fits only (GCAD's distilled teacher under `paper`). View passes (augmented support views
+    and pseudo-anomalies made inside fits, never cached) are reported apart, outside the limit."""
+    test, support = dataset_images(folder)
+    unique = test + support
+    summary = summary or {}
+    passes, distinct = summary.get("dataset_passes", {}), summary.get("distinct_images", {})
+    seen = {b: ("all" if distinct.get(b) == unique else "support" if distinct.get(b) == support else "other")
+            for b in sorted(passes)}
+    expected = {b: unique if seen[b] == "all" else support if seen[b] == "support" else unique for b in seen}
+    repeats = {b: passes[b] - distinct.get(b, 0) for b in seen}
+    total, limit = sum(passes.values()), sum(expected.values())
+    ok = bool(passes) and all(repeats[b] == 0 and seen[b] != "other" for b in seen) and total == limit
+    return {"unique_images": unique, "test_images": test, "support_images": support, "backbones": sorted(passes),
+            "passes": total, "limit": limit, "ratio": round(total / limit, 3) if limit else None,
+            "per_backbone": {b: f"{passes[b]} passes of {distinct.get(b, 0)} distinct images ({seen[b]})" for b in seen},
+            "repeats": repeats, "view_passes": summary.get("view_passes", {}),
+            "cache": {key: summary.get(key) for key in ("cache_max_bytes", "cache_peak_bytes", "cache_evictions")},
+            "check": "PASS" if ok else "FAIL"}
+
+
+def check_line(check: dict[str, Any]) -> str:
+    """One sentence: the pass check, the view passes, the cache's bound and evictions."""
+    cache = check["cache"]
+    return (f"dataset-image backbone passes {check['passes']} vs the limit {check['limit']} ({check['unique_images']} "
+            f"unique images = {check['test_images']} test + {check['support_images']} distinct support, x the backbones "
+            f"that saw them: {'; '.join(f'{b}: {v}' for b, v in check['per_backbone'].items())}) — check "
+            f"**{check['check']}**; repeated passes {check['repeats']}. View passes (augmented support views and "
+            f"pseudo-anomalies made inside fits, never cached, outside the limit): {check['view_passes'] or 'none'}. "
+            f"Content cache: bound {mib(cache['cache_max_bytes'])} MiB, peak {mib(cache['cache_peak_bytes'])} MiB, "
+            f"{cache['cache_evictions']} evictions")
 
 
 def summarise(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -228,6 +260,8 @@ def run_preset(preset: str, args: argparse.Namespace, data: Path, categories: li
     config = {"data": str(data), "format": "loco", "categories": [c[0] for c in categories], "preset": preset,
               "pretrained": False, "device": args.device, "image_size": args.image_size, "shots": list(args.shots),
               "seeds": list(args.seeds), "methods": specs, "out": str(out), "batch_size": args.batch_size}
+    config.update({key: value for key, value in (("cache_gib", args.cache_gib), ("decode_workers", args.decode_workers))
+                   if value is not None})
     cells = len(categories) * len(args.shots) * len(args.seeds)
     print(f"[grid] {preset}: {len(categories)} categories x k {list(args.shots)} x seeds {list(args.seeds)} = {cells} cells "
           f"x {len(specs)} methods; methods {' '.join(specs)}; limit {args.timeout:.0f} s", flush=True)
@@ -239,7 +273,7 @@ def run_preset(preset: str, args: argparse.Namespace, data: Path, categories: li
     result["rows"] = summarise(frame) if len(frame) else []
     result["cells_done"] = int(frame.groupby(["category", "k", "seed"]).ngroups) if len(frame) else 0
     config_json = read_json(paths.config, required=False)
-    passes = config_json.get("backbone_passes") if report.get("finished") else None
+    passes = config_json.get("feature_passes") if report.get("finished") else None
     result["backbone"] = backbone_check(out, passes) if passes is not None else None
     n_full = len(full) * len(FULL_SHOTS) * len(FULL_SEEDS)
     full_run = (len(categories) == len(full) and tuple(args.shots) == FULL_SHOTS and tuple(args.seeds) == FULL_SEEDS
@@ -256,9 +290,7 @@ def run_preset(preset: str, args: argparse.Namespace, data: Path, categories: li
               f"predict {row['predict_s']:.1f} s images/s {fmt(row['images_per_s'])}", flush=True)
     check = result["backbone"]
     if check:
-        print(f"[grid] {preset}: backbone passes {check['passes']} vs limit {check['limit']} "
-              f"({check['unique_images']} unique images x {len(check['backbones'])} backbones {check['backbones']}): "
-              f"ratio {check['ratio']} per backbone {check['per_backbone']} -> {check['check']}", flush=True)
+        print(f"[grid] {preset}: {check_line(check)}", flush=True)
     else:
         print(f"[grid] {preset}: backbone passes unknown (the run did not finish) -> FAIL", flush=True)
     if result.get("extrapolated"):
@@ -298,10 +330,7 @@ def section_text(results: list[dict[str, Any]], args: argparse.Namespace, argv: 
                                                                if on_gpu else ""))
         check = r["backbone"]
         if check:
-            lines.append(f"- backbone passes: {check['passes']} vs the limit {check['limit']} = {check['unique_images']} unique "
-                         f"images ({check['test_images']} test + {check['support_images']} support) x {len(check['backbones'])} "
-                         f"backbones ({', '.join(check['backbones'])}): ratio **{check['ratio']}** (per backbone "
-                         f"{check['per_backbone']}) — check **{check['check']}**")
+            lines.append(f"- {check_line(check)}")
         else:
             lines.append("- backbone passes: unknown (the run did not finish) — check **FAIL**")
         if r.get("extrapolated"):
@@ -336,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the test-set counts (tiny: 0.1)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--cache-gib", type=float, default=None, help="the run's content cache bound (default 4 GiB)")
+    parser.add_argument("--decode-workers", type=int, default=None, help="threads decoding images (default min(8, CPUs))")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per preset's run")
     parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating the data")
@@ -382,7 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     if section and not args.no_write:
         write_section(section, text)
         print(f"[grid] wrote section {section} of BENCHMARKS.md", flush=True)
-    return 0 if all(r["report"].get("finished") for r in results) else 1
+    failed = [r["preset"] for r in results if not (r["backbone"] and r["backbone"]["check"] == "PASS")]
+    if failed:  # the bench's assertion: an unfinished run, or dataset images passing a backbone more than once
+        print(f"[grid] backbone pass check FAILED for preset(s) {', '.join(failed)}", file=sys.stderr, flush=True)
+    return 0 if all(r["report"].get("finished") for r in results) and not failed else 1
 
 
 if __name__ == "__main__":

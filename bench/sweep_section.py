@@ -37,11 +37,13 @@ def method_table(board: pd.DataFrame, pixel: bool = False) -> list[str]:
 
 
 def parts_table(parts: pd.DataFrame, methods: list[str]) -> list[str]:
-    """Score parts (branches, fusion members) of the chosen methods: AUROC logical / structural."""
+    """Score parts (branches, fusion members) of the chosen methods: AUROC logical / structural, and the
+    part's std over the normal test images."""
     shown = parts[(parts["category"] == shown_categories(parts)[0]) & parts["method"].isin(methods)]
-    lines = ["| method | k | part | AUROC logical | AUROC structural |", "|---|---|---|---|---|"]
+    lines = ["| method | k | part | AUROC logical | AUROC structural | std on normal test images |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['k']} | `{r['part']}` | {format_value(r, 'auroc_logical')} | "
-              f"{format_value(r, 'auroc_structural')} |"
+              f"{format_value(r, 'auroc_structural')} | {format_value(r, 'normal_std')} |"
               for _, r in shown.iterrows()]
     return lines
 

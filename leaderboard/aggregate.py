@@ -2,6 +2,9 @@
 
 VAND protocol: F1-max is averaged over seeds per (k, category), then over categories per k; AUFC is
 the trapezoidal area of that mean F1 over the actual k values (normalised by k_max - k_min).
+Rows with different `anomaly_shots` (m labelled anomalies per cell, `--anomaly-shots`; 0 in a results.csv from
+before the column) are never averaged together: each m is aggregated on its own, and leaderboard.csv's last
+column says which m a row is over.
 """
 from __future__ import annotations
 
@@ -15,12 +18,19 @@ import pandas as pd
 from leaderboard.intervals import CI_COLUMNS, Replicates, interval_columns
 from metrics import aufc
 from runfolder.reading import read_results_file
-from runfolder.schema import CELL_KEY, METRIC_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS, RunPaths
+from runfolder.schema import ANOMALY_SHOTS, CELL_KEY, METRIC_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS, RunPaths
 
 OVERALL = "overall"
 SUMMARY_COLUMNS = ("method", "preset", "category", "k", "n_seeds")
 AGGREGATED = METRIC_COLUMNS + TIMING_COLUMNS
 MISSING = "missing_cells"  # cells of the row's scope without an ok row; then the CI columns (added after it)
+# then `anomaly_shots`, the last column
+
+
+def with_anomaly_shots(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with an integer `anomaly_shots` column: 0 where it is absent or empty (before the track)."""
+    shots = results[ANOMALY_SHOTS] if ANOMALY_SHOTS in results.columns else pd.Series(0, index=results.index)
+    return results.assign(**{ANOMALY_SHOTS: pd.to_numeric(shots, errors="coerce").fillna(0).astype(int)})
 
 
 def read_results(run_dir: Path) -> pd.DataFrame:
@@ -36,7 +46,7 @@ def read_results(run_dir: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
     frame = pd.read_csv(io.StringIO(table.complete_text),
                         dtype={"method": str, "preset": str, "category": str, "status": str})
-    return frame.drop_duplicates(subset=list(CELL_KEY), keep="last")
+    return with_anomaly_shots(frame).drop_duplicates(subset=[*CELL_KEY, ANOMALY_SHOTS], keep="last")
 
 
 def _seed_stats(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -52,10 +62,27 @@ def aggregate(results: pd.DataFrame, replicates: Replicates | None = None) -> pd
     (method, preset, category|overall) with the average F1 over k, AUFC and normalised AUFC.
 
     The last columns, after `missing_cells`, are the 95 % bootstrap intervals of image AUROC and F1-max
-    (`leaderboard.intervals`), from `replicates` (`intervals.read_replicates`); empty without them."""
-    ok = results[results["status"] == "ok"].copy()
+    (`leaderboard.intervals`), from `replicates` (`intervals.read_replicates`); empty without them. Then
+    `anomaly_shots`: each m of the results is aggregated apart (see the module)."""
     columns = [*SUMMARY_COLUMNS, "aufc", "aufc_norm", *[c for m in AGGREGATED for c in (m, f"{m}_std")], MISSING,
-               *CI_COLUMNS]
+               *CI_COLUMNS, ANOMALY_SHOTS]
+    results = with_anomaly_shots(results)
+    tables = [_aggregate_one(group, replicates, columns[:-1]).assign(**{ANOMALY_SHOTS: shots})
+              for shots, group in results.groupby(ANOMALY_SHOTS, sort=True)]
+    tables = [t for t in tables if not t.empty]
+    if not tables:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(tables, ignore_index=True).reindex(columns=columns)
+    order = {"overall": 1}
+    table["_cat"] = table["category"].map(lambda c: order.get(c, 0))
+    table["_k"] = table["k"].map(lambda k: np.inf if k == "all" else int(k))
+    return table.sort_values(["method", "preset", ANOMALY_SHOTS, "_cat", "category", "_k"]).drop(
+        columns=["_cat", "_k"]).reset_index(drop=True)
+
+
+def _aggregate_one(results: pd.DataFrame, replicates: Replicates | None, columns: list[str]) -> pd.DataFrame:
+    """`aggregate` of results that all have one `anomaly_shots`, unsorted, in `columns`."""
+    ok = results[results["status"] == "ok"].copy()
     if ok.empty:
         return pd.DataFrame(columns=columns)
     per_category = _seed_stats(ok, ["method", "preset", "category", "k"])
@@ -76,11 +103,7 @@ def aggregate(results: pd.DataFrame, replicates: Replicates | None = None) -> pd
     table = pd.concat([table, pd.DataFrame(summaries)], ignore_index=True)
     table[MISSING] = _missing_cells(results, table)
     table[list(CI_COLUMNS)] = interval_columns(table, results, replicates, overall=OVERALL)
-    table = table.reindex(columns=columns)
-    order = {"overall": 1}
-    table["_cat"] = table["category"].map(lambda c: order.get(c, 0))
-    table["_k"] = table["k"].map(lambda k: np.inf if k == "all" else int(k))
-    return table.sort_values(["method", "preset", "_cat", "category", "_k"]).drop(columns=["_cat", "_k"]).reset_index(drop=True)
+    return table.reindex(columns=columns)
 
 
 class Grid:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from leaderboard.aggregate import MISSING, OVERALL
+from runfolder.schema import ANOMALY_SHOTS
 
 SHOWN = (("f1_max", "F1-max"), ("image_auroc", "AUROC"), ("image_auroc_logical", "AUROC log."),
          ("image_auroc_structural", "AUROC str."), ("pixel_auroc", "pix AUROC"), ("auspro_0.05", "sPRO@.05"),
@@ -39,9 +40,19 @@ def _missing_note(row: pd.Series | None) -> str:
     return f" ({int(missing)} missing)" if missing and not pd.isna(missing) else ""
 
 
+def with_shots_in_names(board: pd.DataFrame) -> pd.DataFrame:
+    """The board with each method shown as `name (m=M)` when some row is over labelled anomalies
+    (`--anomaly-shots`), so rows with different m stay apart in every table; unchanged otherwise."""
+    shots = board[ANOMALY_SHOTS].fillna(0).astype(int) if ANOMALY_SHOTS in board.columns else None
+    if shots is None or not (shots > 0).any():
+        return board
+    return board.assign(method=[f"{method} (m={m})" for method, m in zip(board["method"], shots)])
+
+
 def table_rows(board: pd.DataFrame, category: str) -> tuple[list[str], list[list[str]]]:
     """Header and text rows of one category's table (k rows per method, plus AUFC); a row or AUFC over an
     incomplete set of cells says how many are missing."""
+    board = with_shots_in_names(board)
     header = ["method", "preset", "k", "seeds", *(label for _, label in SHOWN), "AUFC (norm.)"]
     rows = []
     aufc_rows = board[(board["category"] == category) & (board["k"] == "all")].set_index(["method", "preset"])
@@ -102,7 +113,8 @@ def markdown_report(board: pd.DataFrame, statuses: pd.DataFrame, figures: dict[s
     return "\n".join(lines) + "\n"
 
 
-PART_SHOWN = (("auroc_logical", "AUROC log."), ("auroc_structural", "AUROC str."), ("auroc", "AUROC"))
+PART_SHOWN = (("auroc_logical", "AUROC log."), ("auroc_structural", "AUROC str."), ("auroc", "AUROC"),
+              ("normal_std", "std on normals"))
 
 
 def score_part_rows(parts: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -130,7 +142,9 @@ def markdown_score_parts(parts: pd.DataFrame) -> str:
     """The score-parts table as a report.md section."""
     header, rows = score_part_rows(parts)
     lines = ["## Score parts (branches, fusion members)", "",
-             "Image AUROC of each part of a method's score, from the per-image score CSVs.", "",
+             "Image AUROC of each part of a method's score, from the per-image score CSVs; `std on normals` is "
+             "the part's spread over the normal test images (about 1 for a fusion member whose held-out "
+             "statistics describe unseen normals).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
@@ -152,6 +166,7 @@ def markdown_intervals(board: pd.DataFrame) -> str:
              "by label (1000 resamples, seed 0), averaged as the row is (see `leaderboard/intervals.py`). Two "
              "methods whose intervals overlap may still differ: the paired comparison decides.", ""]
     header = ["method", "preset", "k", "AUROC [95% CI]", "F1-max [95% CI]"]
+    board = with_shots_in_names(board)
     for category in shown_categories(board):
         rows = board[(board["category"] == category) & (board["k"] != "all")]
         lines += [f"### {category}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -1,8 +1,10 @@
-"""Image AUROC of every part of a method's score (GCAD's `local` / `global` branches, fusion's member
+"""Image AUROC (and normal spread) of every part of a method's score (GCAD's `local` / `global` branches, fusion's member
 z-scores `z_<member>`), read from a run folder's per-image score CSVs.
 
 This is how a reader sees which branch catches logical and which structural anomalies, or which fusion
-member fired. Seeds and categories are combined as in `aggregate`: AUROC per (category, k, seed), mean
+member fired; `normal_std` is the part's spread over the normal test images (for fusion's `z_<member>`,
+1 when the member's held-out statistics describe unseen normals; reported, never used to fit anything).
+Seeds and categories are combined as in `aggregate`: AUROC per (category, k, seed), mean
 over categories within a seed for `overall`, then mean and std (ddof=1) over seeds.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from metrics import image_auroc
 from runfolder.schema import LOCO_KINDS, LOGICAL, SCORE_COLUMNS, STRUCTURAL, RunPaths
 
 SUBSETS = (("auroc", None), ("auroc_logical", LOGICAL), ("auroc_structural", STRUCTURAL))
+METRICS = (*(name for name, _ in SUBSETS), "normal_std")
 
 
 def _part_aurocs(frame: pd.DataFrame, column: str) -> dict[str, float | None]:
@@ -27,6 +30,8 @@ def _part_aurocs(frame: pd.DataFrame, column: str) -> dict[str, float | None]:
         subset = frame[keep]
         present = kind is None or (kinds[keep] == kind).any()
         values[name] = image_auroc(subset["label"], subset[column]) if present else None
+    normal = frame.loc[frame["label"] == 0, column]
+    values["normal_std"] = float(normal.std(ddof=0)) if len(normal) else None
     return values
 
 
@@ -41,12 +46,12 @@ def read_score_parts(run_dir: Path) -> pd.DataFrame:
         for part in ["score", *parts]:
             rows.append({"method": cell.variant, "category": cell.category, "k": cell.k,
                          "seed": cell.seed, "part": part, **_part_aurocs(frame, part)})
-    return pd.DataFrame(rows, columns=["method", "category", "k", "seed", "part", *(n for n, _ in SUBSETS)])
+    return pd.DataFrame(rows, columns=["method", "category", "k", "seed", "part", *METRICS])
 
 
 def aggregate_score_parts(parts: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds per (method, category|overall, k, part)."""
-    metrics = [name for name, _ in SUBSETS]
+    metrics = list(METRICS)
     if parts.empty:
         return pd.DataFrame(columns=["method", "category", "k", "part", "n_seeds",
                                      *(c for m in metrics for c in (m, f"{m}_std"))])

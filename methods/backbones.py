@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Iterator, Literal
 
 import timm
 import torch
@@ -54,6 +55,7 @@ class BackboneSpec:
     # download server); the part after the last '-' is the first hex digits of the file's SHA-256
     licence: str  # of the weights, as their provider states it
     bundled: bool = False
+    download_url: str | None = None  # where torch_hub_file is published, when not on torchvision's server
 
 
 TORCHVISION_URL = "https://download.pytorch.org/models/"  # torchvision's weight files: TORCHVISION_URL + torch_hub_file
@@ -70,6 +72,13 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("resnet18", "resnet18", IMAGENET_MEAN, IMAGENET_STD,
                      "timm/resnet18.tv_in1k", "resnet18-f37072fd.pth",
                      "ResNet-18 ImageNet weights (torchvision): BSD-3-Clause."),
+        # BGAD's backbone: timm `tf_efficientnet_b6` with the weights it loaded before timm 0.9's tags (AutoAugment,
+        # now the `aa_in1k` tag; timm >= 0.9 defaults to `ns_jft_in1k`); ImageNet mean/std as in BGAD's code
+        BackboneSpec("efficientnet_b6", "tf_efficientnet_b6", IMAGENET_MEAN, IMAGENET_STD,
+                     "timm/tf_efficientnet_b6.aa_in1k", "tf_efficientnet_b6_aa-80ba17e4.pth",
+                     "EfficientNet-B6 ImageNet weights (timm port of the TensorFlow release, AutoAugment): Apache-2.0.",
+                     download_url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/"
+                                  "tf_efficientnet_b6_aa-80ba17e4.pth"),
     )
 }
 
@@ -82,7 +91,8 @@ LICENCES: dict[str, str] = {
 }
 
 
-BackboneName = Literal["lite0", "wide_resnet50_2", "resnet18"]  # a config field naming a backbone: BACKBONES' keys
+# a config field naming a backbone: BACKBONES' keys
+BackboneName = Literal["lite0", "wide_resnet50_2", "resnet18", "efficientnet_b6"]
 FeatureLevel = Literal[1, 2, 3]  # ResNet-numbered levels that `FeatureCache.get` returns
 FeatureLevels = Annotated[tuple[FeatureLevel, ...], NonEmpty(),  # timm returns stage order without repeats
                           Check(lambda levels: list(levels) == sorted(set(levels)),
@@ -156,7 +166,7 @@ def search_weights(name: str, explicit: Path | None = None) -> WeightSearch:
     not a file (an explicit file is used or is an error: never a fallback to another place)."""
     spec = get_spec(name)
     place = torch_hub_checkpoint(spec.torch_hub_file) if spec.torch_hub_file else None
-    url = TORCHVISION_URL + spec.torch_hub_file if spec.torch_hub_file else LITE0_PACKAGE
+    url = (spec.download_url or TORCHVISION_URL + spec.torch_hub_file) if spec.torch_hub_file else LITE0_PACKAGE
     search = dict(name=name, url=url, place=place, licence=spec.licence)
     if explicit is not None:
         if Path(explicit).is_file():
@@ -229,7 +239,8 @@ def fetch_backbone_weights(name: str, progress: bool = True) -> Path:
     target = torch_hub_checkpoint(spec.torch_hub_file)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = published_digest(target)
-    torch.hub.download_url_to_file(TORCHVISION_URL + spec.torch_hub_file, str(target), hash_prefix=prefix,
+    url = spec.download_url or TORCHVISION_URL + spec.torch_hub_file
+    torch.hub.download_url_to_file(url, str(target), hash_prefix=prefix,
                                    progress=progress)  # writes a temporary file, moved into place if the hash fits
     check_published_digest(target, name)
     return target
@@ -329,7 +340,12 @@ class FeatureCache:
     `get(backbone, images, levels)` returns the maps of the levels asked for, each computed once per
     distinct image and kept (per backbone, level and image digest) in `store`, the run's byte-bounded
     `ContentCache`, which methods also use for what they compute from test images (CLIP encodings through
-    `clip_tower`, RegAD's embeddings). `passes` counts the images actually passed through each backbone.
+    `clip_tower`, RegAD's embeddings). `passes` counts the images actually passed through each backbone, split
+    into `dataset_passes` (images asked for through `get`: support and test images, known by content digest;
+    the digests passed are in `passed`) and `view_passes` (images made inside a fit, through `compute`:
+    augmented views, pseudo-anomalies; never cached; or through `get` within `lookup_only`). Once the run is
+    over, `dataset_passes[b] == len(passed[b])` says each image passed backbone b once (no eviction or level
+    miss made it pass again).
     """
 
     def __init__(self, device: torch.device, weights: dict[str, Path] | None = None, pretrained: bool = True,
@@ -339,7 +355,10 @@ class FeatureCache:
         self.weights = dict(weights or {})
         self.pretrained = pretrained
         self.batch_size = batch_size
-        self.passes: dict[str, int] = {}
+        self.passes: dict[str, int] = {}  # every image through each backbone: dataset_passes + view_passes
+        self.dataset_passes: dict[str, int] = {}
+        self.view_passes: dict[str, int] = {}
+        self.passed: dict[str, set[bytes]] = {}  # digests of the images `get` passed through each backbone
         self.store = ContentCache(max_bytes)
         self._extractors: dict[str, FeatureExtractor] = {}
         self._towers: dict[tuple[str, str], "ClipTower"] = {}
@@ -362,7 +381,12 @@ class FeatureCache:
         return self._towers[model, tag]
 
     def compute(self, backbone: str, images: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
-        """Maps [b,C,h,w] of `levels` for images not worth caching (augmented views); counted as passes."""
+        """Maps [b,C,h,w] of `levels` for images not worth caching (augmented views); counted as view passes."""
+        self.view_passes[backbone] = self.view_passes.get(backbone, 0) + len(images)
+        return self._forward(backbone, images, levels)
+
+    def _forward(self, backbone: str, images: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
+        """Maps [b,C,h,w] of `levels`, in batches; counted in `passes`."""
         extractor = self.extractor(backbone)
         outputs = []
         for start in range(0, len(images), self.batch_size):
@@ -372,6 +396,24 @@ class FeatureCache:
         self.passes[backbone] = self.passes.get(backbone, 0) + len(images)
         return [torch.cat(level) for level in zip(*outputs)]
 
+    @contextmanager
+    def lookup_only(self) -> Iterator[None]:
+        """Within it, `get` (and every user of `store`: CLIP encodings, RegAD's embeddings) serves what the cache
+        holds and computes the rest without keeping it, counted as view passes: for a fit that scores images made
+        from the support set through other methods' `predict` (fusion's held-out views and pseudo-anomalies)."""
+        previous, self.store.keeping = self.store.keeping, False
+        try:
+            yield
+        finally:
+            self.store.keeping = previous
+
+    def pass_summary(self) -> dict[str, object]:
+        """The run's backbone passes by kind, per backbone, and the content cache's bound, peak and evictions."""
+        return {"dataset_passes": dict(self.dataset_passes),
+                "distinct_images": {name: len(digests) for name, digests in self.passed.items()},
+                "view_passes": dict(self.view_passes), "cache_max_bytes": self.store.max_bytes,
+                "cache_peak_bytes": self.store.peak_bytes, "cache_evictions": self.store.evictions}
+
     def get(self, backbone: str, images: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
         """Maps [b,C,h,w] of `levels` (ResNet numbering, in that order), from the cache where possible; an
         image missing any of them passes through the backbone once for all of them."""
@@ -380,7 +422,12 @@ class FeatureCache:
 
         def compute_missing(indices: list[int]) -> list[torch.Tensor]:
             rows = sorted({i // len(levels) for i in indices})  # images with a missing level
-            fresh = self.compute(backbone, images[rows], levels)
+            fresh = self._forward(backbone, images[rows], levels)
+            if self.store.keeping:
+                self.dataset_passes[backbone] = self.dataset_passes.get(backbone, 0) + len(rows)
+                self.passed.setdefault(backbone, set()).update(digests[row] for row in rows)
+            else:
+                self.view_passes[backbone] = self.view_passes.get(backbone, 0) + len(rows)
             where = {image: row for row, image in enumerate(rows)}
             return [fresh[i % len(levels)][where[i // len(levels)]].clone() for i in indices]
 

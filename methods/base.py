@@ -25,6 +25,15 @@ class AuxiliaryCategory:
 
 
 @dataclass(frozen=True)
+class LabelledAnomalies:
+    """Labelled anomalous images of the target category with their masks (the `--anomaly-shots` track): given
+    only to methods registered with `uses_anomalies=True` (BGAD)."""
+
+    images: torch.Tensor  # [m,3,H,W] in [0,1], at the run's size
+    masks: torch.Tensor  # [m,H,W] in {0,1}: 1 = anomalous pixel
+
+
+@dataclass(frozen=True)
 class FitContext:
     """What a method may use besides its support images."""
 
@@ -34,6 +43,7 @@ class FitContext:
     auxiliary: Callable[[], Iterable[AuxiliaryCategory]] | None = None  # never the target category (RegAD)
     artifacts: Path | None = None  # runs/<id>/artifacts/<variant>/: kept across cells
     members: Mapping[str, "FittedMember"] = field(default_factory=dict)  # variants fitted before, in this cell (fusion)
+    anomalies: LabelledAnomalies | None = None  # None: m = 0 labelled anomalies (the VAND protocol)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ class ContentCache:
             raise ValueError(f"cache bound max_bytes={max_bytes} must be >= 0")
         self.max_bytes = max_bytes
         self.bytes = 0
+        self.peak_bytes = 0  # the most held at once
+        self.evictions = 0  # entries dropped to stay within the bound (a value larger than the bound counts too)
+        self.keeping = True  # False (inside `FeatureCache.lookup_only`): `get_many` computes misses, keeps nothing
         self._entries: OrderedDict[Hashable, Value] = OrderedDict()
 
     def __len__(self) -> int:
@@ -44,6 +47,11 @@ class ContentCache:
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._entries
+
+    def clear(self) -> None:
+        """Drop every entry (the counters stay)."""
+        self._entries.clear()
+        self.bytes = 0
 
     def get(self, key: Hashable) -> Value | None:
         """The value of `key` (now the most recently used), or None."""
@@ -58,20 +66,24 @@ class ContentCache:
             self.bytes -= value_bytes(self._entries.pop(key))
         size = value_bytes(value)
         if size > self.max_bytes:
+            self.evictions += 1
             return
         self._entries[key] = value
         self.bytes += size
         while self.bytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)
             self.bytes -= value_bytes(evicted)
+            self.evictions += 1
+        self.peak_bytes = max(self.peak_bytes, self.bytes)
 
     def get_many(self, keys: Sequence[Hashable], compute: Callable[[list[int]], list[Value]]) -> list[Value]:
-        """The values of `keys`; `compute(indices)` makes the missing ones (in that order), which are kept.
-        Values evicted while storing this batch are still returned."""
+        """The values of `keys`; `compute(indices)` makes the missing ones (in that order), which are kept
+        (unless `keeping` is off). Values evicted while storing this batch are still returned."""
         found = {i: value for i, key in enumerate(keys) if (value := self.get(key)) is not None}
         missing = [i for i in range(len(keys)) if i not in found]
         if missing:
             for i, value in zip(missing, compute(missing)):
                 found[i] = value
-                self.put(keys[i], value)
+                if self.keeping:
+                    self.put(keys[i], value)
         return [found[i] for i in range(len(keys))]

@@ -10,6 +10,7 @@ own `torch.Generator` seeded with the same seed; a method draws every random num
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 
 from methods.backbones import FeatureCache
-from methods.base import AuxiliaryCategory, FitContext, FittedMember, Method
+from methods.base import AuxiliaryCategory, FitContext, FittedMember, LabelledAnomalies, Method
 from methods.registry import MethodVariant
 from runfolder.schema import variant_dirname
 
@@ -32,6 +33,7 @@ class CellSetting:
     features: FeatureCache  # owned by the run: features (and content caches) outlive the cell
     artifacts: Path | None = None  # a variant keeps what it reuses across cells in artifacts/<variant dir>
     auxiliary: Callable[[str], Iterable[AuxiliaryCategory]] | None = None  # a `source` option -> other categories
+    anomalies: LabelledAnomalies | None = None  # the cell's labelled anomalies (--anomaly-shots): for `uses_anomalies`
 
 
 def _context(variant: MethodVariant, setting: CellSetting, members: Mapping[str, FittedMember]) -> FitContext:
@@ -41,7 +43,8 @@ def _context(variant: MethodVariant, setting: CellSetting, members: Mapping[str,
         auxiliary = lambda: load(source)  # noqa: E731  (loaded only if the method needs to train)
     artifacts = None if setting.artifacts is None else Path(setting.artifacts) / variant_dirname(variant.spec)
     generator = torch.Generator().manual_seed(setting.seed)
-    return FitContext(setting.device, generator, setting.features, auxiliary, artifacts, dict(members))
+    anomalies = setting.anomalies if variant.entry.uses_anomalies else None  # the others never see them
+    return FitContext(setting.device, generator, setting.features, auxiliary, artifacts, dict(members), anomalies)
 
 
 def fit_method(variant: MethodVariant, support: torch.Tensor, setting: CellSetting,
@@ -51,8 +54,11 @@ def fit_method(variant: MethodVariant, support: torch.Tensor, setting: CellSetti
     method = variant.create()
     context = _context(variant, setting, members or {})
     torch.manual_seed(setting.seed)
+    # a fusing method scores its members on views and pseudo-anomalies of the support images: not worth caching
+    scope = setting.features.lookup_only() if variant.entry.needs_fitted else nullcontext()
     start = time.perf_counter()
-    method.fit(support.to(setting.device), category=setting.category, context=context)
+    with scope:
+        method.fit(support.to(setting.device), category=setting.category, context=context)
     return FittedMember(variant, method, context, time.perf_counter() - start)
 
 

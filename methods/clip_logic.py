@@ -6,7 +6,8 @@ image as a whole with the supports: its global embedding, and statistics of its 
 clusters of the support patch features: area, number of connected regions, mean colour per part).
 
 Papers: Jeong et al., "WinCLIP: Zero-/Few-Shot Anomaly Classification and Segmentation", CVPR 2023
-(no official code; anomalib has an implementation, not used here); the component term follows the
+(no official code; the CLIP part follows anomalib's implementation, `src/anomalib/models/image/winclip/`,
+without importing it; methods/clip_towers.py lists what it computes); the component term follows the
 ComAD idea (Liu et al., "Component-aware anomaly detection framework for adjustable and logical
 industrial visual inspection", 2023). REFERENCE.md §3 "CLIP-based scoring".
 
@@ -22,10 +23,24 @@ never on a real test set:
   mask, stride 1). The offline preset uses no windows (`window_scales=()`, patch level only, dev):
   average-pooled windows of the locally aggregated Lite0 features (`window_scales=2+3`, the cheap
   approximation, still available) did not raise AUROC and cost 2.5x the nearest-neighbour time.
-- Zero-shot map = mean over window scales of the harmonic aggregation of window scores; few-shot map
-  = mean of the patch-level map and each window scale's map, (1 - cos)/2 to the nearest memory entry;
-  WinCLIP+ local term = mean of the zero-shot image score and the few-shot map's maximum (offline:
-  the maximum alone). Offline global embedding = mean of the locally aggregated features.
+- WinCLIP part (paper preset), as anomalib computes it: class text embeddings = normalised mean of the
+  prompts' raw text embeddings; zero-shot image score = softmax(cos / 0.07) of the anomalous class for
+  the global embedding; zero-shot map = harmonic mean over the image score broadcast to the grid and
+  each window scale's map (window scores -> patches by the harmonic mean over covering windows);
+  few-shot map = arithmetic mean of the patch-level map and each window scale's harmonic map, each
+  (1 - cos)/2 to the nearest memory entry of that scale, the patch-level memory holding the support
+  images' ln_post patch tokens (not projected) and the window memory their projected window
+  embeddings; WinCLIP+ local term = mean of the zero-shot image score and the few-shot map's maximum,
+  local map = mean of the zero-shot and few-shot maps. Offline: no text, so the local term is the
+  few-shot map's maximum and the local map the few-shot map. Offline global embedding = mean of the
+  locally aggregated features.
+- Departures from WinCLIP in the paper preset, with their reasons: the image score is not the WinCLIP+
+  score but z(local) + z(global) + z(components) (below; the logical terms are this method's point, and
+  `extras` keep the WinCLIP parts `zero_shot` and `few_shot`); the local map is upsampled bilinearly
+  then blurred (Gaussian sigma `blur_sigma`) like every other method's map here, where anomalib only
+  upsamples; the template wording and the 1e-6 clamp before harmonic means are listed in
+  methods/clip_towers.py. The component term clusters the same patch features as the few-shot memory
+  (ln_post tokens with the paper preset).
 - Image score = z(local) + z(global) + z(components). Each term is standardised without test data
   by its values on held-out normals: leave-one-out (support i against the other k-1) for k >= 2;
   for k = 1, four views of the support (shifted by `view_shift` of the image size, brightness x(1 +-
@@ -52,7 +67,7 @@ from scipy import ndimage
 
 from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
-from methods.clip_towers import ClipTower, clip_model_names, harmonic_aggregation
+from methods.clip_towers import ClipTower, clip_model_names, harmonic_aggregation, multi_scale_harmonic
 from methods.common import aggregate_local, flatten_patches, upsample_and_blur
 from methods.options import NonNegativeFloat, OneOf, PositiveFloat, PositiveInt, Probability
 from methods.registry import register
@@ -86,8 +101,9 @@ class ClipLogicConfig:
 
 @dataclass
 class Encoded:
-    """Embeddings of b images: global [b,D], patches [b,C,h,w] and windows [b,C,nh,nw] (unit norm),
-    colours [b,3,h,w] (image pixels averaged to the patch grid), part features [b,P,h,w] (for k-means)."""
+    """Embeddings of b images: global [b,D], patches [b,C,h,w] and windows [b,D,nh,nw] (unit norm; with a CLIP
+    tower C is the transformer width, the patches being ln_post tokens, and D the joint space, offline C = D),
+    colours [b,3,h,w] (image pixels averaged to the patch grid), part features [b,C+3,h,w] (for k-means)."""
 
     global_: torch.Tensor
     patches: torch.Tensor
@@ -228,14 +244,14 @@ class ClipLogic:
         return torch.stack(maps).mean(dim=0)
 
     def _zero_shot(self, query: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zero-shot image score [b] (anomalous-class probability) and map [b,h,w] from the windows."""
+        """Zero-shot image score [b] (anomalous-class probability of the global embedding) and map [b,h,w]: the
+        harmonic mean over the image score and each window scale's harmonically aggregated map (WinCLIP)."""
         def anomalous(embeddings: torch.Tensor) -> torch.Tensor:  # [..., D] -> [...]
             return torch.softmax(embeddings @ self._text.T / self.config.temperature, dim=-1)[..., 1]
         image = anomalous(query.global_)
         maps = [harmonic_aggregation(anomalous(w.permute(0, 2, 3, 1)), s)
                 for s, w in zip(self.config.window_scales, query.windows)]
-        b, _, h, w = query.patches.shape
-        return image, torch.stack(maps).mean(dim=0) if maps else image.view(b, 1, 1).expand(b, h, w)
+        return image, multi_scale_harmonic(image, maps, tuple(query.patches.shape[-2:]))
 
     def _terms(self, query: Encoded, memory: Encoded,
                reference_stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -319,6 +335,7 @@ class ClipLogic:
     presets={"paper": ClipLogicConfig(),
              "offline": ClipLogicConfig(clip_model=None, backbone="lite0", window_scales=())},
     summary="WinCLIP+ (CLIP zero-/few-shot) plus global and part-statistics logical terms (offline: Lite0, no text)",
+    cheap_fit=True,
 )
 def create_clip_logic(config: ClipLogicConfig) -> ClipLogic:
     return ClipLogic(config)

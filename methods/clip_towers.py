@@ -3,6 +3,23 @@
 WinCLIP (Jeong et al., CVPR 2023) scores an image with a CLIP image tower and a prompt ensemble;
 its window embeddings re-encode the class token together with only the patch tokens inside each
 window (the other tokens are dropped from the sequence, which is what WinCLIP's token mask does).
+The computation follows anomalib's WinCLIP (`src/anomalib/models/image/winclip/`; the paper has no
+official code):
+- a class's text embedding is the mean of its prompts' raw (unnormalised) projected text embeddings,
+  then normalised: anomalib averages `clip.encode_text` outputs and normalises inside the cosine;
+- the global and window embeddings are the class token after `ln_post` and `proj` (open_clip's pooled
+  output); the patch embeddings (WinCLIP+'s patch-level memory) are open_clip's `output_tokens`, the
+  patch tokens after `ln_post` without `proj` (transformer width, 896 for ViT-B-16-plus-240, not the
+  640-dim joint space), as anomalib's `encode_image` returns them;
+- window scores become patch scores by the harmonic mean over the covering windows
+  (`harmonic_aggregation`), and the zero-shot map is the harmonic mean over the image score broadcast
+  to the grid and each scale's patch map (`multi_scale_harmonic`).
+Departures: our 21 templates keep each wording once (anomalib's list has "a jpeg corrupted photo of
+the {}." twice and lacks "a cropped photo of a {}."); images are resized straight to the tower's size
+(bicubic, antialiased; open_clip's transform resizes the short side then centre-crops, the same on
+square inputs up to the resampling filter); scores are clamped at 1e-6 before a harmonic mean (anomalib
+lets a zero score give 1/0 = inf and maps the result to 0): only scores below 1e-6 are affected, and such
+a mean stays below (number of scores averaged) x 1e-6 either way.
 
 Weights are searched in one documented order, stopping at the first hit; nothing is downloaded:
 1. an explicit file (`--weights ViT-B-16-plus-240=PATH`): used, or an error if it is not a file;
@@ -192,11 +209,21 @@ def window_indices(grid: tuple[int, int], scale: int) -> torch.Tensor:
 
 def harmonic_aggregation(window_scores: torch.Tensor, scale: int) -> torch.Tensor:
     """Window scores [b,nh,nw] (stride 1) -> patch scores [b,nh+scale-1,nw+scale-1]: the harmonic mean
-    over the windows covering each patch."""
+    over the windows covering each patch (WinCLIP; anomalib's `harmonic_aggregation`)."""
     ones = torch.ones(1, 1, scale, scale, dtype=window_scores.dtype, device=window_scores.device)
     inverse = 1.0 / window_scores.clamp_min(1e-6).unsqueeze(1)
     covering = F.conv_transpose2d(torch.ones_like(inverse), ones)  # windows covering each patch
     return (covering / F.conv_transpose2d(inverse, ones)).squeeze(1)
+
+
+def multi_scale_harmonic(image_scores: torch.Tensor, scale_maps: list[torch.Tensor],
+                         grid: tuple[int, int]) -> torch.Tensor:
+    """WinCLIP's zero-shot map [b,h,w]: the harmonic mean over the image score [b] broadcast to the grid (the
+    full-image scale) and each window scale's patch map [b,h,w] (anomalib's `_compute_zero_shot_scores`:
+    (scales + 1) / sum of the inverses). With no window scales it is the image score everywhere."""
+    full = image_scores.view(-1, 1, 1).expand(-1, *grid)
+    stacked = torch.stack([full, *scale_maps])  # [scales + 1, b, h, w]
+    return len(stacked) / (1.0 / stacked.clamp_min(1e-6)).sum(dim=0)
 
 
 class ClipTower(nn.Module):
@@ -208,6 +235,8 @@ class ClipTower(nn.Module):
         self.clip = clip
         if getattr(clip.visual, "attn_pool", None) is not None or clip.visual.pool_type != "tok":
             raise ValueError("window embeddings need a ViT image tower pooled by its class token")
+        if getattr(clip.visual, "final_ln_after_pool", False):  # its output tokens would skip ln_post
+            raise ValueError("WinCLIP's patch memory needs a ViT tower that applies ln_post to every token")
         self.image_size = tuple(clip.visual.image_size)
         self.grid = tuple(clip.visual.grid_size)
         self.normalise = Normalise(mean, std)
@@ -221,12 +250,12 @@ class ClipTower(nn.Module):
         return self.normalise(resized.clamp(0, 1))
 
     @torch.no_grad()
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Normalised text embeddings [n,D]; sequences are cut after the longest prompt's end token
-        (exact under the causal mask: no token attends to later ones)."""
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Text embeddings [n,D] (projected; unit norm unless `normalize=False`); sequences are cut after the
+        longest prompt's end token (exact under the causal mask: no token attends to later ones)."""
         clip = self.clip
         if getattr(clip, "attn_mask", None) is None or clip.text_pool_type != "argmax":
-            return F.normalize(clip.encode_text(tokens), dim=-1)
+            return clip.encode_text(tokens, normalize=normalize)
         length = int(tokens.argmax(dim=1).max()) + 1  # the end token has the highest id
         tokens = tokens[:, :length]
         x = clip.token_embedding(tokens) + clip.positional_embedding[:length]
@@ -234,10 +263,11 @@ class ClipTower(nn.Module):
         x = x[torch.arange(len(tokens)), tokens.argmax(dim=1)]
         projection = clip.text_projection
         x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
-        return F.normalize(x, dim=-1)
+        return F.normalize(x, dim=-1) if normalize else x
 
     def class_embeddings(self, category: str) -> torch.Tensor:
-        """[2,D]: the normalised mean embedding of the normal and of the anomalous prompts (cached)."""
+        """[2,D]: the normal and the anomalous class embedding, each the mean of its prompts' raw (unnormalised)
+        text embeddings, then normalised (WinCLIP as anomalib computes it; cached)."""
         if category not in self._text_cache:
             self._text_cache[category] = self._class_embeddings(category)
         return self._text_cache[category]
@@ -245,7 +275,7 @@ class ClipTower(nn.Module):
     def _class_embeddings(self, category: str) -> torch.Tensor:
         tokenizer = _tokenizer(self.clip.context_length)
         device = self.normalise.mean.device
-        rows = [F.normalize(self.encode_text(tokenizer(prompts).to(device)).mean(dim=0), dim=0)
+        rows = [F.normalize(self.encode_text(tokenizer(prompts).to(device), normalize=False).mean(dim=0), dim=0)
                 for prompts in build_prompts(category)]
         return torch.stack(rows)
 
@@ -257,6 +287,7 @@ class ClipTower(nn.Module):
         return visual.ln_pre(torch.cat([cls, x], dim=1) + visual.positional_embedding)
 
     def _project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Class tokens [...,width] -> normalised joint-space embeddings [...,D]: ln_post, then proj."""
         visual = self.clip.visual
         return F.normalize(visual.ln_post(tokens) @ visual.proj, dim=-1)
 
@@ -272,17 +303,20 @@ class ClipTower(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, scales: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-        """Global [b,D], patches [b,D,h,w] and one window map [b,D,nh,nw] per scale, all normalised;
-        cached per image content in the run's content cache (test images recur across cells)."""
+        """Global [b,D] (class token, projected), patches [b,width,h,w] (open_clip's output tokens: after ln_post,
+        not projected) and one window map [b,D,nh,nw] per scale (projected), all normalised; cached per image
+        content in the run's content cache (test images recur across cells)."""
         keys = [(self.name, scales, image_digest(image)) for image in images]
 
         def compute(missing: list[int]) -> list[tuple[torch.Tensor, ...]]:
             with mixed_precision(images.device, self.autocast_dtype):  # see FeatureCache.autocast_dtype
                 tokens = self._tokens(self.preprocess(images[missing]))
-                encoded = self._project(self.clip.visual.transformer(tokens)).float()  # [b, 1+N, D]
+                out = self.clip.visual.transformer(tokens)  # [b, 1+N, width]
+                global_ = self._project(out[:, 0]).float()  # [b, D]
+                patch_tokens = self.clip.visual.ln_post(out[:, 1:])  # open_clip's output_tokens: [b, N, width]
+                patches = F.normalize(patch_tokens.float(), dim=-1).transpose(1, 2).unflatten(2, self.grid)
                 windows = [self._windows(tokens, s).permute(0, 3, 1, 2).float() for s in scales]
-            patches = encoded[:, 1:].transpose(1, 2).unflatten(2, self.grid)  # [b, D, h, w]
-            return [tuple(t[row].clone() for t in (encoded[:, 0], patches, *windows)) for row in range(len(missing))]
+            return [tuple(t[row].clone() for t in (global_, patches, *windows)) for row in range(len(missing))]
 
         return tuple(torch.stack(parts) for parts in zip(*self.store.get_many(keys, compute)))
 

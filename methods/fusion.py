@@ -1,15 +1,45 @@
 """Z-score fusion of registered methods: each member's scores standardised on held-out normals, then summed.
 
 The GCAD paper combines its branches this way; PUAD standardises with numpy mean/std (ddof 0), as
-here. Under the few-shot rules the normal statistics come only from the k support images:
-- `holdout=auto` (default): training-free members (PatchCore, clip_logic) use leave-one-out — refit
-  on k-1 supports, score the held-out one, in turn (for k = 2 also `loo_views` views of it: two
-  held-out scores alone are too few for a std); trained members (SimpleNet, GCAD,
-  RegAD) score augmented views of the supports with the member fitted in the cell (cheap; the views
-  are close to what the member trained on, so its statistics are optimistic — measured in
-  BENCHMARKS.md).
-- `holdout=loo` / `refit`: leave-one-out refits for every member; `holdout=augment`: views for all.
+here. Under the few-shot rules the normal statistics come only from the k support images.
+
+Held-out normals (`holdout`):
+- `auto` (default): every member whose per-cell fit trains nothing (`cheap_fit` in the registry: PatchCore,
+  clip_logic, RegAD — RegAD meta-trains once per category off the target, and its per-cell fit is only a
+  Gaussian over support features) is refitted on k-1 supports and scores the one left out, in turn (for
+  k <= `loo_views_max_k` also `loo_views` views of it; off by default: on the dev split views of the left-out
+  images lowered the fused AUROC at k = 2, 0.760 -> 0.735 mean of logical and structural).
+  Members that train in the cell (SimpleNet, GCAD) score augmented views of the supports with the member
+  fitted in the cell: cheap, but the views are close to what the member trained on, so its statistics are
+  optimistic (a smaller spread than unseen normals).
+- `views_if_trains`: the previous default: views for every member that trains at all (RegAD included: its
+  Gaussian was fitted on augmented views of the same supports, so their spread is tiny and its z-scores
+  blow up). Kept to reproduce earlier results.
+- `loo` / `refit`: leave-one-out refits for every member; `augment`: views for all.
 - k = 1 always uses augmented views (nothing to leave out).
+
+Members: with no `members` named, fusion fuses the members whose per-cell fit is cheap (`cheap_fit`), whose
+held-out normals are honest leave-one-out refits for k >= 2; members that train in the cell join only when
+named or with `trained_members=true`. Chosen on the procedural dev split: there, the views-based statistics of
+the trained members were far from their test normals (GCAD's z-scores on the dev split's normal test images
+had a mean of ~200 and a std of ~96 at k = 1, SimpleNet's ~14 and ~5: one member outvoted the rest); fusing
+the three leave-one-out members beat fusing all five at every k on the 12 dev cells measured with every
+member (11 of cable_pair, 1 of part_slots; re-fused from one run by `bench/fusion_design.py`), and beat each
+of its members in mean AUROC and F1-max at every k over the three dev categories (BENCHMARKS.md, "Fusion design on
+the dev split").
+
+Member weights (`weighting`), without test images and without labels:
+- `equal`: every member weighs 1.
+- `pseudo`: each member's weight is how well it tells its held-out normals from pseudo-anomalies made on
+  them (`methods.augment.pseudo_anomalies`: a jittered region of the image pasted elsewhere), as
+  max(AUROC - 1/2, 0), scaled so the weights sum to the number of members (all equal when no member
+  separates them). Scored by the same held-out fits as the statistics, with their own random stream, so the
+  statistics do not depend on the weighting.
+Explicit `weights` override both. The defaults (members, `weighting=equal`, `loo_views_max_k=0`) were chosen
+on the procedural dev split (`python -m submission run --procedural-split dev`, k = 1, 2, 4, 8 x 3 seeds), never
+on a reported split; `pseudo` weights were no better there (F1-max averaged over k 0.861 both; mean AUROC
+within 0.015 at every k). BENCHMARKS.md section "Fusion design on the dev split" has the comparison.
+
 The members are the instances fitted before it in the same cell (`FitContext.members`): fusion never
 refits a member to score the test set, and the runner hands it the members' test predictions it already
 made (`combine`), so fusion costs only its held-out statistics and a weighted sum. A member with
@@ -23,34 +53,52 @@ from typing import Any, Literal, Mapping, get_args
 
 import torch
 
-from methods.augment import AugmentConfig, augmented_views
+from methods.augment import AugmentConfig, PseudoAnomalyConfig, augmented_views, pseudo_anomalies
 from methods.base import FitContext, FittedMember, Method, Prediction
 from methods.cell import refit
 from methods.options import NonNegativeFloat, NonNegativeInt, PositiveInt
 from methods.registry import register
 from methods.standardise import Standardiser
 
-Holdout = Literal["auto", "loo", "refit", "augment"]
+Holdout = Literal["auto", "views_if_trains", "loo", "refit", "augment"]
 HOLDOUTS = get_args(Holdout)
+Weighting = Literal["equal", "pseudo"]
 # Views for held-out statistics: a small rotation and brightness/contrast jitter, never a flip. A flip swaps
 # slots in layout categories (part_slots, breakfast_box): a logic-aware member would score those views as
 # anomalous, and their spread would wrongly shrink that member's z-scores.
 HOLDOUT_VIEWS = AugmentConfig(max_degrees=5.0, brightness=0.1, contrast=0.1)
+PSEUDO_ANOMALIES = PseudoAnomalyConfig()
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    members: tuple[str, ...] = ()  # variant specs or method names; empty = every member fitted in the cell
-    weights: tuple[NonNegativeFloat, ...] = ()  # empty = equal weights (our default; no tuning on real test sets)
-    holdout: Holdout = "auto"  # auto | loo | refit | augment (see the module docstring)
+    members: tuple[str, ...] = ()  # variant specs or method names; empty = the members chosen by `trained_members`
+    # with no `members`: False = every fitted member whose per-cell fit trains nothing (`cheap_fit`: held out by
+    # leave-one-out); True = every fitted member (chosen on the dev split: see the module docstring)
+    trained_members: bool = False
+    weights: tuple[NonNegativeFloat, ...] = ()  # explicit weights (override `weighting`)
+    weighting: Weighting = "equal"  # equal | pseudo (see the module docstring; chosen on the dev split)
+    holdout: Holdout = "auto"  # see the module docstring
     views: PositiveInt = 4  # augmented views per support image (statistics for trained members, and k = 1)
-    # views of each left-out image scored with it, for k <= loo_views_max_k only. Chosen on the procedural data
-    # (BENCHMARKS.md): at k = 2 leave-one-out gives two scores, and views lifted the fused mean AUROC from 0.700
-    # to 0.742; at k = 4 and 8 they lowered it (0.814 -> 0.794, 0.874 -> 0.847): their spread inflates the std
-    # of a logic-aware member (clip_logic) and shrinks its weight.
+    # views of each left-out image scored with it, for k <= loo_views_max_k only (chosen on the dev split)
     loo_views: NonNegativeInt = 4
-    loo_views_max_k: NonNegativeInt = 2
+    loo_views_max_k: NonNegativeInt = 0
     fuse_maps: bool = True
+
+
+def separation(normal: torch.Tensor, anomalous: torch.Tensor) -> float:
+    """AUROC of anomalous vs normal scores (the Mann-Whitney statistic; ties count 1/2)."""
+    difference = anomalous.double()[:, None] - normal.double()[None, :]
+    return float(((difference > 0).double() + 0.5 * (difference == 0).double()).mean())
+
+
+def pseudo_weights(separations: Mapping[str, float]) -> dict[str, float]:
+    """Weights max(AUROC - 1/2, 0) scaled to sum to the number of members; equal when all are 0."""
+    raw = {spec: max(value - 0.5, 0.0) for spec, value in separations.items()}
+    total = sum(raw.values())
+    if total <= 0:
+        return {spec: 1.0 for spec in raw}
+    return {spec: len(raw) * value / total for spec, value in raw.items()}
 
 
 class Fusion:
@@ -66,15 +114,23 @@ class Fusion:
         self.score_stats: dict[str, Standardiser] = {}
         self.map_stats: dict[str, Standardiser] = {}
         self.holdout_used: dict[str, str] = {}
+        self.separations: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
 
     def _select_members(self, fitted: Mapping[str, FittedMember]) -> dict[str, FittedMember]:
         candidates = {spec: m for spec, m in fitted.items() if not m.variant.entry.needs_fitted}
         if not self.config.members:
-            chosen = candidates
+            chosen = {spec: m for spec, m in candidates.items()
+                      if self.config.trained_members or m.variant.entry.cheap_fit}
+            if candidates and not chosen:
+                raise RuntimeError(f"fusion: no member with a cheap per-cell fit (PatchCore, clip_logic, RegAD) was "
+                                   f"fitted in this cell (fitted: {', '.join(candidates)}); name its members "
+                                   "(fusion:members=...) or set fusion:trained_members=true")
         else:
             chosen = {}
-            for wanted in self.config.members:
-                matches = {s: m for s, m in candidates.items() if s == wanted or m.variant.entry.name == wanted}
+            for wanted in self.config.members:  # an exact spec, else every variant of the method of that name
+                matches = ({wanted: candidates[wanted]} if wanted in candidates else
+                           {s: m for s, m in candidates.items() if m.variant.entry.name == wanted})
                 if not matches:
                     raise RuntimeError(f"fusion member {wanted!r} was not fitted in this cell; "
                                        f"fitted: {', '.join(candidates) or 'none'} (add it to --methods)")
@@ -85,15 +141,29 @@ class Fusion:
             raise RuntimeError(f"fusion weights has {len(self.config.weights)} values for {len(chosen)} members")
         return chosen
 
-    def _holdout_predictions(self, member: FittedMember, support: torch.Tensor, category: str,
-                             context: FitContext) -> tuple[str, Prediction]:
-        """Predictions of the member on normal images it did not fit on (held-out supports or views)."""
-        mode = self.config.holdout
+    def _mode(self, member: FittedMember, k: int) -> str:
+        """How the member's held-out normals are made: `augment` (views) or `loo` (refits)."""
+        mode, entry = self.config.holdout, member.variant.entry
         if mode == "auto":
-            mode = "augment" if member.variant.entry.trains else "loo"
-        if len(support) == 1 or mode == "augment":
+            mode = "loo" if entry.cheap_fit else "augment"
+        elif mode == "views_if_trains":
+            mode = "augment" if entry.trains else "loo"
+        return "augment" if k == 1 else mode
+
+    def _holdout(self, member: FittedMember, support: torch.Tensor, category: str, context: FitContext,
+                 pseudo: torch.Generator | None) -> tuple[str, Prediction, torch.Tensor | None]:
+        """The member's predictions on normal images it did not fit on (held-out supports or views), and its
+        scores of pseudo-anomalous versions of those images (when `pseudo` gives their random stream)."""
+
+        def score(method: Method, images: torch.Tensor) -> tuple[Prediction, torch.Tensor | None]:
+            normal = method.predict(images)
+            if pseudo is None:
+                return normal, None
+            return normal, method.predict(pseudo_anomalies(images, PSEUDO_ANOMALIES, pseudo)[0]).scores
+
+        if self._mode(member, len(support)) == "augment":
             views = augmented_views(support, self.config.views * len(support), HOLDOUT_VIEWS, context.generator)
-            return "augment", member.method.predict(views)
+            return "augment", *score(member.method, views)
         parts = []
         for held_out in range(len(support)):  # refit on k-1 supports, score the one left out (and its views)
             rest = torch.cat([support[:held_out], support[held_out + 1:]])
@@ -102,19 +172,35 @@ class Fusion:
             if self.config.loo_views and len(support) <= self.config.loo_views_max_k:
                 image = torch.cat([image, augmented_views(image, self.config.loo_views, HOLDOUT_VIEWS,
                                                           context.generator)])
-            parts.append(fresh.predict(image))
-        maps = None if parts[0].maps is None else torch.cat([p.maps for p in parts])
-        return "leave-one-out", Prediction(torch.cat([p.scores for p in parts]), maps)
+            parts.append(score(fresh, image))
+        normal = [p for p, _ in parts]
+        maps = None if normal[0].maps is None else torch.cat([p.maps for p in normal])
+        anomalous = None if pseudo is None else torch.cat([a for _, a in parts])
+        return "leave-one-out", Prediction(torch.cat([p.scores for p in normal]), maps), anomalous
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
         chosen = self._select_members(context.members)
         self.members = {spec: member.method for spec, member in chosen.items()}
+        # pseudo-anomalies draw from their own stream (one draw from the cell's, whatever the weighting), so the
+        # normal statistics are the same under every weighting
+        pseudo_seed = int(torch.randint(2**62, (1,), generator=context.generator))
+        pseudo = None
+        if self.config.weighting == "pseudo" and not self.config.weights:
+            pseudo = torch.Generator().manual_seed(pseudo_seed)
         with torch.no_grad():
             for spec, member in chosen.items():
-                self.holdout_used[spec], held = self._holdout_predictions(member, support, category, context)
+                self.holdout_used[spec], held, anomalous = self._holdout(member, support, category, context, pseudo)
                 self.score_stats[spec] = Standardiser.fit(held.scores.double())
                 if held.maps is not None:
                     self.map_stats[spec] = Standardiser.fit(held.maps.double())
+                if anomalous is not None:
+                    self.separations[spec] = separation(held.scores, anomalous)
+        if self.config.weights:
+            self.weights = dict(zip(self.members, self.config.weights))
+        elif pseudo is not None:
+            self.weights = pseudo_weights(self.separations)
+        else:
+            self.weights = {spec: 1.0 for spec in self.members}
 
     def predict(self, images: torch.Tensor) -> Prediction:
         return self.combine({spec: member.predict(images) for spec, member in self.members.items()})
@@ -124,11 +210,10 @@ class Fusion:
 
         The runner calls this with the test predictions it already made for each member in the cell, so
         fusion never runs a member on the test set a second time."""
-        weights = self.config.weights or (1.0,) * len(self.members)
         fuse_maps = self.config.fuse_maps and len(self.map_stats) == len(self.members)
         score, fused_map, extras = None, None, {}
-        for weight, spec in zip(weights, self.members):
-            prediction = predictions[spec]
+        for spec in self.members:
+            weight, prediction = self.weights[spec], predictions[spec]
             extras[f"z_{spec}"] = z = self.score_stats[spec](prediction.scores.float())
             score = weight * z if score is None else score + weight * z
             if fuse_maps and prediction.maps is not None:
@@ -138,6 +223,8 @@ class Fusion:
 
     def info(self) -> dict[str, Any]:
         return {**asdict(self.config), "fused": list(self.members), "holdout_used": self.holdout_used,
+                "weights_used": {s: round(w, 4) for s, w in self.weights.items()},
+                "pseudo_separation": {s: round(v, 4) for s, v in self.separations.items()},
                 "stats": {s: v.facts() for s, v in self.score_stats.items()}}
 
 

@@ -33,9 +33,11 @@ class MethodEntry:
     config: type
     presets: dict[str, Any]  # preset name -> config instance
     summary: str
-    trains: bool = False
+    trains: bool = False  # trains a network (in the cell, or once per category like RegAD's meta-training)
     uses_auxiliary: bool = False  # needs other categories (RegAD)
     needs_fitted: bool = False  # consumes other members fitted in the same cell (fusion)
+    cheap_fit: bool = False  # its per-cell fit trains nothing (a memory, a Gaussian): fusion refits it leave-one-out
+    uses_anomalies: bool = False  # receives labelled anomalies (`FitContext.anomalies`) when the run has them (BGAD)
 
     def backbones(self, config: Any) -> tuple[str, ...]:
         """Backbone names whose weights the config needs."""
@@ -49,7 +51,8 @@ _REGISTRY: dict[str, MethodEntry] = {}
 
 
 def register(name: str, *, config: type, presets: dict[str, Any], summary: str, trains: bool = False,
-             uses_auxiliary: bool = False, needs_fitted: bool = False) -> Callable:
+             uses_auxiliary: bool = False, needs_fitted: bool = False, cheap_fit: bool = False,
+             uses_anomalies: bool = False) -> Callable:
     """Decorator: register a factory `f(config) -> Method` under `name` with its presets."""
     if set(presets) != set(PRESETS):
         raise ValueError(f"{name}: presets must be exactly {PRESETS}")
@@ -59,7 +62,8 @@ def register(name: str, *, config: type, presets: dict[str, Any], summary: str, 
         check_config(preset_config, f"{name} preset {preset!r}")
 
     def decorate(factory: Callable[..., Method]) -> Callable[..., Method]:
-        _REGISTRY[name] = MethodEntry(name, factory, config, presets, summary, trains, uses_auxiliary, needs_fitted)
+        _REGISTRY[name] = MethodEntry(name, factory, config, presets, summary, trains, uses_auxiliary, needs_fitted,
+                                      cheap_fit, uses_anomalies)
         return factory
 
     return decorate

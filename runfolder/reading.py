@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runfolder.schema import COUNT_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS
+from runfolder.schema import COUNT_COLUMNS, LATER_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS
 
 
 class RunFolderError(ValueError):
@@ -30,8 +30,8 @@ class ResultsFile:
     """results.csv as read: the complete rows, and the torn last row if the file ends in one."""
 
     path: Path
-    header: tuple[str, ...]
-    rows: list[dict[str, str]]
+    header: tuple[str, ...]  # as on disk: a file written before a `LATER_COLUMNS` column lacks it
+    rows: list[dict[str, str]]  # every `RESULT_COLUMNS` key (a missing later column holds its default)
     complete_text: str  # the header and complete rows, byte for byte as on disk
     torn_text: str | None = None  # the last row, cut short
     torn_line: int | None = None  # its line number (1-based)
@@ -49,6 +49,9 @@ def _row_problem(fields: list[str], header: tuple[str, ...]) -> str | None:
             return f"{column}={row[column]!r} is not an integer"
     if not row["status"]:
         return "empty status"
+    shots = row.get("anomaly_shots", LATER_COLUMNS["anomaly_shots"])
+    if shots and not shots.isdigit():  # empty: 0
+        return f"anomaly_shots={shots!r} is not a count"
     for column in COUNT_COLUMNS + METRIC_COLUMNS + TIMING_COLUMNS:
         value = row.get(column, "")
         if value == "":
@@ -100,7 +103,7 @@ def read_results_file(path: Path) -> ResultsFile:
         if is_last and not ends_complete:
             problem = problem or "no newline at its end"
         if header is None:
-            missing = [c for c in RESULT_COLUMNS if c not in fields]
+            missing = [c for c in RESULT_COLUMNS if c not in fields and c not in LATER_COLUMNS]
             if problem is None and missing:
                 if not is_last:
                     raise RunFolderError(f"{path}, line {start}: the header lacks the columns {', '.join(missing)}")
@@ -112,7 +115,7 @@ def read_results_file(path: Path) -> ResultsFile:
         elif problem is None:
             problem = _row_problem(fields, header)
             if problem is None:
-                rows.append(dict(zip(header, fields)))
+                rows.append({**LATER_COLUMNS, **dict(zip(header, fields))})
                 complete_end = reader.line_num
                 continue
         if not is_last:

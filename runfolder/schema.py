@@ -27,11 +27,16 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "method", "preset", "category", "k", "seed", "status", "n_good", "n_logical", "n_structural",
     "image_auroc", "image_auroc_logical", "image_auroc_structural", "image_auroc_mean", "f1_max",
     "pixel_auroc", "aupro_0.3", "auspro_0.05", "auspro_logical_0.05", "auspro_structural_0.05",
-    "fit_s", "predict_s", "method_info",
+    "fit_s", "predict_s", "method_info", "anomaly_shots",
 )
+# Columns added after the first release, at the end, with the value a results.csv written before them means:
+# a file whose header lacks them is read as if every row held that value (anomaly_shots: m labelled anomalies
+# per cell, `--anomaly-shots`; 0 = the VAND protocol).
+LATER_COLUMNS: dict[str, str] = {"anomaly_shots": "0"}
 METRIC_COLUMNS: tuple[str, ...] = RESULT_COLUMNS[RESULT_COLUMNS.index("image_auroc"):RESULT_COLUMNS.index("fit_s")]
 TIMING_COLUMNS: tuple[str, ...] = ("fit_s", "predict_s")
 COUNT_COLUMNS: tuple[str, ...] = ("n_good", "n_logical", "n_structural")
+ANOMALY_SHOTS = "anomaly_shots"  # the track's m, one value per run folder
 CELL_KEY: tuple[str, ...] = ("method", "preset", "category", "k", "seed")
 STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
 
@@ -76,6 +81,12 @@ def cell_name(k: int, seed: int) -> str:
 
 
 manifest_key = cell_name
+
+
+def anomalies_key(k: int, seed: int) -> str:
+    """`k<k>_s<seed>_anomalies`: the key in manifest.json[category] of a cell's labelled anomalies (test item ids,
+    `--anomaly-shots`), beside its support set's `k<k>_s<seed>`."""
+    return f"{cell_name(k, seed)}_anomalies"
 
 
 def parse_cell_name(name: str) -> tuple[int, int] | None:

@@ -10,8 +10,9 @@ from typing import NoReturn
 from rich.console import Console
 from rich.markup import escape
 
-from submission.config import DEFAULT_SEEDS, DEFAULT_SHOTS, DEVICES, PRECISIONS, RunConfig
+from submission.config import DEFAULT_SEEDS, DEFAULT_SHOTS, DEVICES, METRICS, PRECISIONS, RunConfig
 from submission.errors import HarnessError
+from submission.executors import EXECUTORS, SLURM_CLUSTERS, ExecutorConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,8 +55,32 @@ def build_parser() -> argparse.ArgumentParser:
                      help="frozen networks on CUDA: fp32 (default), or auto = autocast bf16 (fp16 without bf16 support)")
     run.add_argument("--out", type=Path, help="the run folder (default: runs/<timestamp>)")
     run.add_argument("--save-maps", action="store_true", help="write float32 TIFF maps in the LOCO evaluator's layout")
+    run.add_argument("--metrics", choices=METRICS, default="all",
+                     help="all: image and pixel metrics (default); image: image AUROC and F1-max only, the "
+                          "pixel columns left empty (faster: the VAND score alone)")
     run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--cache-gib", type=float, default=None,
+                     help="bound of the run's feature cache in GiB (default 4; least recently used entries go first)")
+    run.add_argument("--decode-workers", type=int, default=None,
+                     help="threads decoding and resizing images (default min(8, CPU count); 1: serial)")
     run.add_argument("--shard", type=_shard, help="i/n: run every n-th cell starting at i (merge with leaderboard merge)")
+    scale = run.add_argument_group("scaling out (README: Scaling out)")
+    scale.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="where the cells run: local (this process), ray (actors on a Ray cluster; extra 'ray'), "
+                            "slurm (a submitit job array; extra 'slurm'); the results are the same")
+    scale.add_argument("--workers", type=int, help="ray: actors (default: one per GPU, else one per --cpus-per-worker "
+                                                   "cores); slurm: array jobs (default: one per category)")
+    scale.add_argument("--cpus-per-worker", type=int, default=1, help="CPU cores (torch threads) of each worker")
+    scale.add_argument("--retries", type=int, default=2, help="times a cell whose worker died is tried again")
+    scale.add_argument("--ray-address", help="join this Ray cluster (auto, ray://head:10001); default: start a local one")
+    scale.add_argument("--slurm-partition", help="Slurm partition of the array jobs")
+    scale.add_argument("--slurm-time", type=int, default=240, metavar="MINUTES", help="time limit of each array job")
+    scale.add_argument("--slurm-cluster", choices=SLURM_CLUSTERS, default="slurm",
+                       help="slurm (default), or local: the job array as processes on this machine (to try it)")
+    run.add_argument("--anomaly-shots", type=int, default=0, metavar="M",
+                     help="M labelled anomalies (images and masks) per cell, drawn by a seeded rule from the test "
+                          "anomalies and removed from the cell's test set for every method; only methods that use "
+                          "them (bgad) receive them. Default 0: the VAND protocol")
     run.add_argument("--procedural-split", choices=("test", "dev"), default="test",
                      help="realisation of the embedded procedural dataset (the data without --data; RegAD's "
                           "source=procedural): test = the reported one (default), dev = the one for choosing settings")
@@ -107,8 +132,13 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         data=args.data, format=args.format, categories=tuple(args.categories), shots=tuple(args.shots),
         seeds=tuple(args.seeds), methods=tuple(args.methods), preset=args.preset, weights=dict(args.weights),
         image_size=args.image_size, device=args.device, precision=args.precision, out=args.out,
-        save_maps=args.save_maps,
+        save_maps=args.save_maps, metrics=args.metrics,
         batch_size=args.batch_size, shard=args.shard, procedural_split=args.procedural_split,
+        cache_gib=args.cache_gib, decode_workers=args.decode_workers, anomaly_shots=args.anomaly_shots,
+        executor=ExecutorConfig(name=args.executor, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                                retries=args.retries, ray_address=args.ray_address,
+                                slurm_partition=args.slurm_partition, slurm_time_min=args.slurm_time,
+                                slurm_cluster=args.slurm_cluster),
     )
     run_dir = run(config, console)
     return show_leaderboard(run_dir, console)
@@ -139,7 +169,8 @@ def command_methods(console: Console) -> int:
 
         needs = "; ".join(f"{preset}: {weights(cfg)}" for preset, cfg in entry.presets.items())
         flags = [flag for flag, on in (("trains", entry.trains), ("auxiliary categories", entry.uses_auxiliary),
-                                       ("fitted members", entry.needs_fitted)) if on]
+                                       ("fitted members", entry.needs_fitted),
+                                       ("labelled anomalies", getattr(entry, "uses_anomalies", False))) if on]
         console.print(f"[bold]{entry.name}[/bold] — {entry.summary} [dim](weights {needs}"
                       f"{'; ' + ', '.join(flags) if flags else ''})[/dim]")
     return 0

@@ -8,12 +8,14 @@ from typing import Any
 
 from methods.common import PRECISIONS  # frozen networks on CUDA: fp32, or auto = bf16 autocast
 from submission.errors import HarnessError
+from submission.executors import ExecutorConfig
 
 DEFAULT_SEEDS = (42, 0, 1234)
 DEFAULT_SHOTS = (4,)
 FORMATS = ("loco", "mvtec", "folder")
 DEVICES = ("auto", "cpu", "cuda")
 PROCEDURAL_SPLITS = ("test", "dev")  # as submission.datasets.procedural.PROCEDURAL_SPLITS
+METRICS = ("all", "image")  # all: image and pixel metrics; image: image metrics only (no pixel AUROC, AUPRO, AU-sPRO)
 MIN_IMAGE_SIZE = 32
 SEED_RANGE = (-(2**63), 2**64)  # what torch.manual_seed accepts
 
@@ -48,6 +50,13 @@ class RunConfig:
     precision: str = "fp32"  # see PRECISIONS; no effect on CPU. fp32 by default: on an H200, bf16 autocast moved
     # image AUROC by more than 0.005 on the same cells and was not faster (BENCHMARKS.md, precision_cuda)
     procedural_split: str = "test"  # see PROCEDURAL_SPLITS and the docstring
+    metrics: str = "all"  # see METRICS; "image" leaves the pixel columns empty (the VAND score only, faster)
+    cache_gib: float | None = None  # bound of the run's content cache (backbone features, CLIP encodings) in GiB;
+    # None: methods.backbones.DEFAULT_CACHE_BYTES. Entries past it are evicted least recently used first
+    decode_workers: int | None = None  # threads decoding and resizing images; None: min(8, CPU count); 1: serial
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where the cells run (never what they compute)
+    anomaly_shots: int = 0  # m labelled anomalies per cell, drawn from and removed from its test set
+    # (submission.anomaly_shots); 0 = the VAND protocol. One m per run folder
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,7 +80,9 @@ class RunConfig:
         _choice("--device", self.device, DEVICES)
         _choice("--precision", self.precision, PRECISIONS)
         _choice("--procedural-split", self.procedural_split, PROCEDURAL_SPLITS)
+        _choice("--metrics", self.metrics, METRICS)
         _numbers("--batch-size", (self.batch_size,), low=1)
+        _numbers("--anomaly-shots", (self.anomaly_shots,), low=0)
         for name in ("save_maps", "pretrained"):
             if not isinstance(getattr(self, name), bool):
                 raise HarnessError(f"{name}={getattr(self, name)!r}: must be True or False")
@@ -81,6 +92,14 @@ class RunConfig:
                     if not folder.is_dir():
                         raise HarnessError(f"--out {self.out}: {folder} exists and is not a folder")
                     break
+        if self.cache_gib is not None and (isinstance(self.cache_gib, bool) or not isinstance(self.cache_gib, (int, float))
+                                           or not 0 <= self.cache_gib < float("inf")):
+            raise HarnessError(f"--cache-gib {self.cache_gib!r}: expected a number of GiB >= 0")
+        if self.decode_workers is not None:
+            _numbers("--decode-workers", (self.decode_workers,), low=1)
+        if not isinstance(self.executor, ExecutorConfig):
+            raise HarnessError(f"executor={self.executor!r}: expected an ExecutorConfig")
+        self.executor.validate()
         if self.shard is not None:
             shard = tuple(self.shard) if isinstance(self.shard, (tuple, list)) else ()
             if len(shard) != 2 or not all(map(_is_int, shard)) or not 0 <= shard[0] < shard[1]:

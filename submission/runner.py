@@ -5,31 +5,40 @@ whose row has status=ok. Aggregation lives in `leaderboard/`, not here.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
 import time
 import traceback
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import timm
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from methods.backbones import FeatureCache
 from methods.base import AuxiliaryCategory, FittedMember, FusingMethod, Method, Prediction
 from methods.cell import CellSetting, fit_method, in_fitting_order
-from runfolder.schema import CONFIG_JSON, LOGICAL, STRUCTURAL, cell_key, relative_image_path, variant_dirname
+from runfolder.schema import CONFIG_JSON, cell_key, relative_image_path, variant_dirname
+from submission.anomaly_shots import (anomaly_indices, check_anomaly_shots, kept_indices, labelled_anomalies,
+                                      truth_subset, without_items)
 from submission.cell_metrics import GroundTruth, image_metrics, load_ground_truth, maps_at_mask_resolution, pixel_metrics
+from submission.cell_records import (CellJob, CellResult, CellTask, ScoreFrame, VariantOutcome, base_row,
+                                     write_cell_result)
 from submission.config import RunConfig
 from submission.datasets.images import ImageStore
 from submission.datasets.procedural import ProceduralConfig, ensure_dataset
 from submission.datasets.readers import list_categories, read_category
 from submission.datasets.records import Category
 from submission.errors import HarnessError
+from submission.executors import make_executor
 from submission.preflight import Variant, preflight
 from submission.run_folder import RunFolder
 from submission.sampling import support_indices
@@ -70,12 +79,48 @@ class CategoryData:
     def __init__(self, category: Category, store: ImageStore) -> None:
         self.category = category
         self.store = store
-        loaded = [store.get(item.path) for item in category.test]
+        loaded = store.get_many([item.path for item in category.test])  # decoded in parallel
         self.test_images = torch.stack([image for image, _ in loaded])
         self.truth: GroundTruth = load_ground_truth(category, [size for _, size in loaded])
 
     def support(self, indices: list[int]) -> torch.Tensor:
         return self.store.stack([self.category.train_good[i] for i in indices])
+
+    def without(self, held: Sequence[int]) -> "CategoryData":
+        """This data with the test items at `held` removed (a cell's labelled anomalies); itself for ()."""
+        if not held:
+            return self
+        view, keep = copy.copy(self), kept_indices(len(self.category.test), held)
+        view.category, view.test_images = without_items(self.category, held), self.test_images[keep]
+        view.truth = truth_subset(self.truth, keep)
+        return view
+
+
+class CategoryLoader:
+    """`CategoryData` of the categories in the order the cells visit them. With `prefetch`, the next category's
+    test images and masks load in a background thread while the current one's cells run (an unreadable file
+    still raises when its category is reached). Use as a context manager: leaving waits for that thread."""
+
+    def __init__(self, order: list[Category], store: ImageStore, prefetch: bool) -> None:
+        self._order, self._store = order, store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") if prefetch else None
+        self._next: tuple[int, Future] | None = None
+
+    def take(self, category: Category) -> CategoryData:
+        """The loaded data of `category` (one of `order`); starts loading the one after it."""
+        index = next(i for i, c in enumerate(self._order) if c is category)
+        ready = self._next[1] if self._next and self._next[0] == index else None
+        self._next = None
+        if self._pool is not None and index + 1 < len(self._order):
+            self._next = (index + 1, self._pool.submit(CategoryData, self._order[index + 1], self._store))
+        return ready.result() if ready is not None else CategoryData(category, self._store)
+
+    def __enter__(self) -> "CategoryLoader":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check_auxiliary_sources(variants: list[Variant], targets: list[Category]) -> None:
@@ -150,109 +195,94 @@ def fused_members(fusions: list[Variant], variants: list[Variant]) -> set[str]:
     return needed
 
 
-def _base_row(variant: Variant, preset: str, data: CategoryData, k: int, seed: int) -> dict[str, Any]:
-    kinds = data.truth.kinds
-    has_kinds = any(kind is not None for kind in kinds)
-    return {
-        "method": variant.spec, "preset": preset, "category": data.category.name, "k": k, "seed": seed,
-        "n_good": int((data.truth.labels == 0).sum()),
-        "n_logical": sum(kind == LOGICAL for kind in kinds) if has_kinds else None,
-        "n_structural": sum(kind == STRUCTURAL for kind in kinds) if has_kinds else None,
-    }
+def feature_cache(config: RunConfig, device: torch.device) -> FeatureCache:
+    """A worker's feature cache: the run's weights, batch size, precision and cache bound."""
+    cache = {} if config.cache_gib is None else {"max_bytes": int(config.cache_gib * 2**30)}
+    return FeatureCache(device, config.weights, config.pretrained, config.batch_size, precision=config.precision,
+                        **cache)
 
 
-class Runner:
-    """Runs every cell of a `RunConfig` into a run folder."""
+class CellWorker:
+    """Runs cells of a `CellJob` wherever it lives (this process, a Ray actor, a Slurm array job): the one way a
+    cell is fitted, predicted and scored. It writes nothing: each cell yields a `CellResult` for the driver.
 
-    def __init__(self, config: RunConfig, console: Console | None = None) -> None:
-        self.config = config
-        self.console = console or Console()
-        self.preset = config.resolved_preset
-        self.device = resolve_device(config.device)
-        self.run_dir = Path(config.out or default_run_dir())  # created once the pre-flight has passed
-        self.folder: RunFolder | None = None
-        self.features = FeatureCache(self.device, config.weights, config.pretrained, config.batch_size,
-                                     precision=config.precision)
+    It keeps what outlives a cell: its feature cache, the images it loaded and the category it is on (with
+    `prefetch`, the next category of `order` loads in the background while the current one computes)."""
 
-    def run(self) -> Path:
-        """Pre-flight, then every cell; returns the run folder."""
-        variants = preflight(self.config.methods, self.preset, self.config.weights, self.config.pretrained)
-        for variant in variants:
-            for message in variant.missing:
-                self.console.print(f"[yellow]skipped {variant.spec} ({self.preset}):[/yellow] {message}")
-        runnable = [v for v in variants if v.runnable]
-        if not runnable:
-            raise HarnessError("no requested method can run under preset "
-                               f"{self.preset!r}; see the messages above (or use --preset offline)")
-        categories = load_categories(self.config, self.console)
-        for category in categories:  # check k against every pool before any cell runs
-            for k in self.config.shots:
-                if k > len(category.train_good) or k < 1:
-                    raise HarnessError(f"{category.root}: --shots {k} is not within 1..{len(category.train_good)} "
-                                       "(the size of its support pool)")
-        check_auxiliary_sources(runnable, categories)
-        self.folder = RunFolder(self.run_dir)
-        previous = self.folder.read_json(CONFIG_JSON)  # {} for a new run folder
-        recorded = previous.get("procedural_split", "test")  # folders from before the split read the test one
-        if previous and recorded != self.config.procedural_split:  # resuming must not mix the two realisations
-            raise HarnessError(f"--out {self.run_dir}: a run on the procedural {recorded} split; "
-                               f"--procedural-split {self.config.procedural_split} needs another run folder")
-        self._write_config(variants, categories)
-        done = self.folder.finished_cells()
-        store = ImageStore(self.config.image_size)
-        cells = [(c, k, s) for c in categories for k in self.config.shots for s in self.config.seeds]
-        if self.config.shard is not None:  # a job scheduler runs shards on many machines, then merges them
-            index, count = self.config.shard
-            cells = cells[index::count]
-        total = len(cells) * len(variants)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=self.console, transient=False) as progress:
-            task = progress.add_task("cells", total=total)
-            current: CategoryData | None = None
-            for category, k, seed in cells:
-                if current is None or current.category is not category:
-                    progress.update(task, description=f"loading {category.name}")
-                    current = CategoryData(category, store)
-                self._run_cell(current, k, seed, variants, done, progress, task)
-        self._write_config(variants, categories)  # again, with the final backbone pass counts
-        return self.folder.root
+    def __init__(self, job: CellJob, features: FeatureCache | None = None, name: str = "local",
+                 order: Sequence[str] | None = None, prefetch: bool = False,
+                 on_step: Callable[[str], None] | None = None) -> None:
+        self.job, self.config, self.preset = job, job.config, job.preset
+        self.device = features.device if features is not None else resolve_device(job.config.device)
+        self.features = features if features is not None else feature_cache(job.config, self.device)
+        self.name = name
+        self.on_step = on_step or (lambda text: None)
+        self.store = ImageStore(self.config.image_size, self.config.decode_workers)
+        names = list(order) if order is not None else [c.name for c in job.categories]
+        self.loader = CategoryLoader([job.category(n) for n in names], self.store, prefetch)
+        self.current: CategoryData | None = None
 
-    def _run_cell(self, data: CategoryData, k: int, seed: int, variants: list[Variant], done: set,
-                  progress: Progress, task: Any) -> None:
-        rows = {v.spec: _base_row(v, self.preset, data, k, seed) for v in variants}
-        pending = {spec for spec, row in rows.items() if cell_key(row) not in done}
-        if not pending:
-            progress.advance(task, len(variants))
-            return
+    def close(self) -> None:
+        """Wait for a background load, if any."""
+        self.loader.__exit__(None, None, None)
+
+    def _data(self, name: str) -> CategoryData:
+        category = self.job.category(name)
+        if self.current is None or self.current.category is not category:
+            self.on_step(f"loading {name}")
+            self.current = self.loader.take(category)
+        return self.current
+
+    def run_cell(self, task: CellTask) -> CellResult:
+        """Fit every variant the cell needs (members before fusion; a pending fusion refits its finished members)
+        and score the pending ones. A method's error or non-finite output fails its row only; a `HarnessError`
+        propagates."""
+        data = self._data(task.category)
+        m = self.config.anomaly_shots  # --anomaly-shots: drawn, then removed from the test set of every method
+        held = anomaly_indices(data.category.test, m, task.seed)
+        anomalies = labelled_anomalies(data.test_images, data.truth, held)
+        drawn = tuple(data.truth.items[i].name for i in held)
+        data = data.without(held)
+        category, k, seed = data.category, task.k, task.seed
+        variants = list(self.job.variants)
+        pending = set(task.pending)
         # a pending fusion needs its members fitted in this cell, even those finished earlier
         needed = fused_members([v for v in variants if v.spec in pending and v.entry.needs_fitted], variants)
-        indices = support_indices(len(data.category.train_good), k, seed)  # seeds torch as the VAND kit does
-        self._record_manifest(data.category, k, seed, indices)
+        indices = support_indices(len(category.train_good), k, seed)  # seeds torch as the VAND kit does
         support = data.support(indices)
-        category = data.category
-        setting = CellSetting(category.name, seed, self.device, self.features, self.folder.paths.artifacts_root,
+        setting = CellSetting(category.name, seed, self.device, self.features, self.job.artifacts,
                               lambda source: auxiliary_categories(source, category, self.config.format, data.store,
-                                                                  self.config.procedural_split))
+                                                                  self.config.procedural_split),
+                              anomalies=anomalies)
         members: dict[str, FittedMember] = {}
         predictions: dict[str, Prediction] = {}  # members' test predictions, reused by fusion
+        outcomes: list[VariantOutcome] = []
+        messages: list[str] = []
         for variant in in_fitting_order(variants):
-            progress.update(task, description=f"{variant.spec} {category.name} k={k} seed={seed}")
-            row, todo = rows[variant.spec], variant.spec in pending
+            self.on_step(f"{variant.spec} {task.label}")
+            row, todo = base_row(variant.spec, self.preset, category, k, seed, m), variant.spec in pending
             if not variant.runnable:
                 if todo:
-                    self.folder.append_result({**row, "status": "skipped",
-                                               "method_info": json.dumps({"missing": variant.missing})})
+                    outcomes.append(VariantOutcome({**row, "status": "skipped",
+                                                    "method_info": json.dumps({"missing": variant.missing})}))
             elif todo or variant.spec in needed:
-                fitted = self._fit_and_score(variant, data, support, setting, members, predictions, row, score=todo)
+                fitted = self._fit_and_score(variant, data, support, setting, members, predictions, row, todo,
+                                             outcomes, messages)
                 if fitted is not None:
                     members[variant.spec] = fitted
-            progress.advance(task)
+        return CellResult(task, tuple(category.train_good[i].name for i in indices), tuple(outcomes),
+                          tuple(messages), self.name, self._counters(), drawn)
+
+    def _counters(self) -> dict[str, Any]:
+        """This worker's feature-cache counters so far (config.json sums them over workers)."""
+        return {"device": str(self.device), "backbone_passes": dict(self.features.passes),
+                **self.features.pass_summary()}
 
     def _fit_and_score(self, variant: Variant, data: CategoryData, support: torch.Tensor, setting: CellSetting,
                        members: dict[str, FittedMember], predictions: dict[str, Prediction], row: dict[str, Any],
-                       score: bool) -> FittedMember | None:
+                       score: bool, outcomes: list[VariantOutcome], messages: list[str]) -> FittedMember | None:
         """Fit one variant on the support set; with `score`, predict the test set (kept in `predictions`) and
-        write its row. Anything the method raises, or non-finite output, fails this cell only."""
+        add its outcome. Anything the method raises, or non-finite output, fails this cell only."""
         info: dict[str, Any] = {"preset": self.preset, "weights": variant.weights}
         if variant.entry.uses_auxiliary and getattr(variant.config, "source", None) == "procedural":
             info["auxiliary_split"] = self.config.procedural_split  # the procedural realisation it trains off
@@ -271,16 +301,16 @@ class Runner:
         except HarnessError:
             raise
         except Exception as error:  # a broken method fails its cell; the run goes on with the others
-            self.console.print(f"[red]{variant.spec} failed on {setting.category} k={row['k']} seed={setting.seed}:"
-                               f"[/red] {error!r}", highlight=False)
+            messages.append(f"[red]{escape(variant.spec)} failed on {escape(setting.category)} k={row['k']} "
+                            f"seed={setting.seed}:[/red] {escape(repr(error))}")
             failure = {**info, "error": repr(error), "trace": traceback.format_exc(limit=3)}
             if score:
-                self.folder.append_result({**row, "status": "failed", "method_info": json.dumps(failure)})
+                outcomes.append(VariantOutcome({**row, "status": "failed", "method_info": json.dumps(failure)}))
             return None
         if not isinstance(fitted.method, FusingMethod):
             predictions[variant.spec] = prediction
-        self._record_cell(variant, data, row["k"], setting.seed, prediction, row, fitted.fit_s, predict_s,
-                          {**info, **fitted.method.info()})
+        outcomes.append(self._outcome(variant, data, prediction, row, fitted.fit_s, predict_s,
+                                      {**info, **fitted.method.info()}))
         return fitted
 
     def _combine(self, fusion: FusingMethod, data: CategoryData, predictions: dict[str, Prediction]) -> Prediction:
@@ -291,32 +321,112 @@ class Runner:
                 predictions[spec] = predict_all(member, data.test_images, self.config.batch_size, self.device)
         return fusion.combine(predictions)
 
-    def _record_cell(self, variant: Variant, data: CategoryData, k: int, seed: int, prediction: Prediction,
-                     row: dict[str, Any], fit_s: float, predict_s: float, info: dict[str, Any]) -> None:
+    def _outcome(self, variant: Variant, data: CategoryData, prediction: Prediction, row: dict[str, Any],
+                 fit_s: float, predict_s: float, info: dict[str, Any]) -> VariantOutcome:
+        """A scored variant's row (metrics, timings, info), score frame and, with --save-maps, maps."""
         scores = prediction.scores.numpy()  # finite: checked by `check_prediction`
         metrics = image_metrics(data.truth, scores)
         maps = None
-        if prediction.maps is not None and (data.truth.masks is not None or self.config.save_maps):
+        pixel = self.config.metrics == "all"  # --metrics image: the pixel columns stay empty, no map is resized
+        if prediction.maps is not None and ((pixel and data.truth.masks is not None) or self.config.save_maps):
             maps = maps_at_mask_resolution(prediction.maps, data.truth.sizes)
-            metrics.update(pixel_metrics(data.truth, maps, device=self.device))
-        variant_dir = variant_dirname(variant.spec)
+            if pixel:
+                metrics.update(pixel_metrics(data.truth, maps, device=self.device))
         items = data.truth.items
         dataset_root = data.category.root.parent
-        self.folder.write_scores(variant_dir, k, seed, data.category.name, [i.name for i in items],
-                                 [i.defect for i in items], data.truth.labels.tolist(), scores,
-                                 {key: value.numpy() for key, value in prediction.extras.items()},
-                                 [relative_image_path(i.path, dataset_root) for i in items])
-        if self.config.save_maps and maps is not None:
-            for item, anomaly_map in zip(items, maps):
-                self.folder.write_map(variant_dir, k, seed, data.category.name, item.name, anomaly_map)
-        self.folder.append_result({**row, **metrics, "status": "ok", "fit_s": fit_s, "predict_s": predict_s,
-                                   "method_info": json.dumps(info, sort_keys=True, default=str)})
+        frame = ScoreFrame(variant_dirname(variant.spec), [i.name for i in items], [i.defect for i in items],
+                           data.truth.labels.tolist(), scores,
+                           {key: value.numpy() for key, value in prediction.extras.items()},
+                           [relative_image_path(i.path, dataset_root) for i in items])
+        saved = tuple(zip([i.name for i in items], maps)) if self.config.save_maps and maps is not None else ()
+        return VariantOutcome({**row, **metrics, "status": "ok", "fit_s": fit_s, "predict_s": predict_s,
+                               "method_info": json.dumps(info, sort_keys=True, default=str)}, frame, saved)
 
-    def _record_manifest(self, category: Category, k: int, seed: int, indices: list[int]) -> None:
-        self.folder.record_support(category.name, k, seed, [category.train_good[i].name for i in indices])
+
+class Runner:
+    """Runs every cell of a `RunConfig` into a run folder: pre-flight and the list of cells here, the cells on
+    the configured executor, every result written here (the run folder's only writer)."""
+
+    def __init__(self, config: RunConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console()
+        self.preset = config.resolved_preset
+        self.device = resolve_device(config.device)
+        self.run_dir = Path(config.out or default_run_dir())  # created once the pre-flight has passed
+        self.folder: RunFolder | None = None
+        self.features = feature_cache(config, self.device)  # the local executor's; other workers have their own
+        self.workers: dict[str, dict[str, Any]] = {}  # worker -> its feature-cache counters, from its results
+
+    def run(self) -> Path:
+        """Pre-flight, then every cell; returns the run folder."""
+        variants = preflight(self.config.methods, self.preset, self.config.weights, self.config.pretrained)
+        for variant in variants:
+            for message in variant.missing:
+                self.console.print(f"[yellow]skipped {variant.spec} ({self.preset}):[/yellow] {message}")
+        runnable = [v for v in variants if v.runnable]
+        if not runnable:
+            raise HarnessError("no requested method can run under preset "
+                               f"{self.preset!r}; see the messages above (or use --preset offline)")
+        categories = load_categories(self.config, self.console)
+        for category in categories:  # check k against every pool before any cell runs
+            for k in self.config.shots:
+                if k > len(category.train_good) or k < 1:
+                    raise HarnessError(f"{category.root}: --shots {k} is not within 1..{len(category.train_good)} "
+                                       "(the size of its support pool)")
+        check_anomaly_shots(categories, self.config.anomaly_shots)
+        check_auxiliary_sources(runnable, categories)
+        self.folder = RunFolder(self.run_dir)
+        previous = self.folder.read_json(CONFIG_JSON)  # {} for a new run folder
+        recorded = previous.get("procedural_split", "test")  # folders from before the split read the test one
+        if previous and recorded != self.config.procedural_split:  # resuming must not mix the two realisations
+            raise HarnessError(f"--out {self.run_dir}: a run on the procedural {recorded} split; "
+                               f"--procedural-split {self.config.procedural_split} needs another run folder")
+        shots = previous.get("arguments", {}).get("anomaly_shots", 0)  # folders from before the track: m = 0
+        if previous and shots != self.config.anomaly_shots:  # one m per run folder: its cells share their test sets
+            raise HarnessError(f"--out {self.run_dir}: a run with --anomaly-shots {shots}; "
+                               f"--anomaly-shots {self.config.anomaly_shots} needs another run folder")
+        self._write_config(variants, categories)
+        done = self.folder.finished_cells()
+        cells = [(c, k, s) for c in categories for k in self.config.shots for s in self.config.seeds]
+        if self.config.shard is not None:  # a job scheduler runs shards on many machines, then merges them
+            index, count = self.config.shard
+            cells = cells[index::count]
+        tasks = [CellTask(category.name, k, seed, pending) for category, k, seed in cells
+                 if (pending := tuple(v.spec for v in variants
+                                      if cell_key(base_row(v.spec, self.preset, category, k, seed)) not in done))]
+        job = CellJob(self.config, self.preset, tuple(variants), tuple(categories), self.folder.paths.artifacts_root)
+        executor = make_executor(self.config.executor, self.features, self.run_dir,
+                                 lambda line: self.console.print(line, highlight=False))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=self.console, transient=False) as progress:
+            bar = progress.add_task("cells", total=len(cells) * len(variants),
+                                    completed=(len(cells) - len(tasks)) * len(variants))  # finished earlier
+
+            def deliver(result: CellResult) -> None:
+                for message in result.messages:
+                    self.console.print(message, highlight=False)
+                write_cell_result(self.folder, result)
+                self.workers[result.worker] = result.features
+                progress.advance(bar, len(variants))
+
+            executor.run(job, tasks, deliver, lambda text: progress.update(bar, description=text))
+        self._write_config(variants, categories)  # again, with the final backbone pass counts
+        return self.folder.root
+
+    def _feature_counts(self) -> tuple[dict[str, int], dict[str, Any]]:
+        """Backbone passes and feature-cache counters of the run: the run's own cache when the cells ran here,
+        else passes summed over the workers and each worker's counters."""
+        remote = {name: counters for name, counters in self.workers.items() if name != "local"}
+        if not remote:
+            return dict(self.features.passes), self.features.pass_summary()
+        passes: Counter[str] = Counter()
+        for counters in remote.values():
+            passes.update(counters.get("backbone_passes", {}))
+        return dict(passes), {"workers": remote}
 
     def _write_config(self, variants: list[Variant], categories: list[Category]) -> None:
         config = asdict(self.config)
+        passes, summary = self._feature_counts()
         self.folder.write_json(CONFIG_JSON, {
             "arguments": config,
             "preset": self.preset,
@@ -327,7 +437,8 @@ class Runner:
             "methods": {v.spec: {"config": asdict(v.config), "weights": v.weights, "missing": v.missing} for v in variants},
             "device": str(self.device),
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__},
-            "backbone_passes": dict(self.features.passes),
+            "backbone_passes": passes,
+            "feature_passes": summary,  # dataset-image vs view passes, cache evictions
         })
 
 

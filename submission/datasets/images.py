@@ -1,7 +1,10 @@
 """Shared image and mask loading: every reader and the runner load pixels through here."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,11 +52,29 @@ def load_mask(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndar
     return mask
 
 
-class ImageStore:
-    """Loads each image once per run at the run's size and keeps it (and its original size)."""
+def default_workers() -> int:
+    """Threads decoding images by default: min(8, CPU count)."""
+    return min(8, os.cpu_count() or 1)
 
-    def __init__(self, size: int) -> None:
+
+def load_images(paths: Sequence[Path], size: int,
+                workers: int | None = None) -> list[tuple[torch.Tensor, tuple[int, int]]]:
+    """`load_image` of each path, in the order given, decoded and resized by `workers` threads (PIL and torch
+    release the GIL); the same tensors as loading them one by one. The first unreadable file raises."""
+    workers = default_workers() if workers is None else workers
+    if workers <= 1 or len(paths) <= 1:
+        return [load_image(path, size) for path in paths]
+    with ThreadPoolExecutor(max_workers=min(workers, len(paths)), thread_name_prefix="decode") as pool:
+        return list(pool.map(lambda path: load_image(path, size), paths))
+
+
+class ImageStore:
+    """Loads each image once per run at the run's size and keeps it (and its original size); batches of new
+    images are decoded by `workers` threads (default `default_workers()`; 1 = serial)."""
+
+    def __init__(self, size: int, workers: int | None = None) -> None:
         self.size = size
+        self.workers = default_workers() if workers is None else max(1, workers)
         self._images: dict[Path, tuple[torch.Tensor, tuple[int, int]]] = {}
 
     def get(self, path: Path) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -62,6 +83,13 @@ class ImageStore:
             self._images[path] = load_image(path, self.size)
         return self._images[path]
 
+    def get_many(self, paths: Sequence[Path]) -> list[tuple[torch.Tensor, tuple[int, int]]]:
+        """`get` of each path, in order; the images not yet loaded are decoded in parallel."""
+        missing = list(dict.fromkeys(p for p in paths if p not in self._images))
+        for path, loaded in zip(missing, load_images(missing, self.size, self.workers)):
+            self._images[path] = loaded
+        return [self._images[p] for p in paths]
+
     def stack(self, paths: list[Path] | tuple[Path, ...]) -> torch.Tensor:
         """[n,3,size,size] batch of images."""
-        return torch.stack([self.get(p)[0] for p in paths])
+        return torch.stack([image for image, _ in self.get_many(paths)])

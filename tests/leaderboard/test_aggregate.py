@@ -60,9 +60,9 @@ def _row(board, category, k):
 
 def test_complete_grid_has_no_missing_cells():
     board = aggregate(_grid())
-    # missing_cells, then the bootstrap interval columns (added after it, so the earlier columns stay put)
-    assert list(board.columns)[-5:] == ["missing_cells", "image_auroc_ci_low", "image_auroc_ci_high", "f1_max_ci_low",
-                                        "f1_max_ci_high"] and (board.missing_cells == 0).all()
+    # missing_cells, then the bootstrap interval columns, then anomaly_shots (each added after the earlier ones)
+    assert list(board.columns)[-6:] == ["missing_cells", "image_auroc_ci_low", "image_auroc_ci_high", "f1_max_ci_low",
+                                        "f1_max_ci_high", "anomaly_shots"] and (board.missing_cells == 0).all()
 
 
 def test_overall_and_aufc_over_an_incomplete_set_are_flagged():

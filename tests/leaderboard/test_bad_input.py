@@ -54,4 +54,5 @@ def test_torn_last_row_is_left_out_with_a_warning(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "line 3: the last row was cut short" in captured.err
     board = paths.leaderboard.read_text()
-    assert board.splitlines()[0].endswith(",missing_cells,image_auroc_ci_low,image_auroc_ci_high,f1_max_ci_low,f1_max_ci_high")
+    assert board.splitlines()[0].endswith(",missing_cells,image_auroc_ci_low,image_auroc_ci_high,f1_max_ci_low,"
+                                          "f1_max_ci_high,anomaly_shots")

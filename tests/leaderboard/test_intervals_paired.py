@@ -59,8 +59,8 @@ def test_ci_columns_come_after_the_existing_ones(run_dir):
     write_report(run_dir)
     board = pd.read_csv(RunPaths(run_dir).leaderboard, dtype={"k": str})
     columns = list(board.columns)
-    assert columns[-len(CI_COLUMNS) - 1:] == [MISSING, *CI_COLUMNS]
-    assert columns[:-len(CI_COLUMNS)] == list(aggregate(pd.DataFrame(columns=RESULT_COLUMNS)).columns)[:-len(CI_COLUMNS)]
+    assert columns[-len(CI_COLUMNS) - 2:] == [MISSING, *CI_COLUMNS, "anomaly_shots"]
+    assert columns == list(aggregate(pd.DataFrame(columns=RESULT_COLUMNS)).columns)
     cells = board[board.k != "all"]
     assert cells[list(CI_COLUMNS)].notna().all().all()
     assert ((cells.image_auroc_ci_low <= cells.image_auroc + 1e-6) & (cells.image_auroc <= cells.image_auroc_ci_high + 1e-6)).all()

@@ -1,4 +1,5 @@
 """Score parts (branch and member AUROCs) from hand-written score CSVs, checked against scikit-learn."""
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -30,6 +31,7 @@ def test_branch_aurocs_per_anomaly_kind(tmp_path):
     assert parts.loc["local", "auroc_logical"] == pytest.approx(
         roc_auc_score([LABELS[i] for i in logical], [local[i] for i in logical]))
     assert parts.loc["global", "auroc"] == pytest.approx(roc_auc_score(LABELS, glob))
+    assert parts.loc["local", "normal_std"] == pytest.approx(np.std([0.1, 0.2, 0.3]))  # normals only, ddof 0
 
 
 def test_overall_is_the_mean_over_categories_within_a_seed(tmp_path):

@@ -118,3 +118,34 @@ def test_a_fetched_file_with_the_wrong_digest_is_removed_and_named(empty_caches,
     assert not target.exists()
     with pytest.raises(WeightsMissing):
         resolve_weights("resnet18")
+
+
+def test_feature_cache_counts_dataset_images_and_views_apart_and_sees_a_second_pass():
+    cache = FeatureCache(torch.device("cpu"), pretrained=False)
+    images = torch.rand(3, 3, 32, 32)
+    cache.get("lite0", images, (2, 3))
+    cache.compute("lite0", images.flip(-1), (2, 3))  # views made inside a fit: never cached
+    cache.get("lite0", images[:2], (2, 3))
+    assert cache.dataset_passes == {"lite0": 3} and cache.view_passes == {"lite0": 3} and cache.passes == {"lite0": 6}
+    cache.store.clear()  # as an eviction would: the same images pass again
+    cache.get("lite0", images, (2, 3))
+    summary = cache.pass_summary()
+    assert summary["dataset_passes"] == {"lite0": 6} and summary["distinct_images"] == {"lite0": 3}
+
+
+def test_a_cache_bound_below_one_image_evicts_and_counts_it():
+    cache = FeatureCache(torch.device("cpu"), pretrained=False, max_bytes=0)
+    images = torch.rand(2, 3, 32, 32)
+    cache.get("lite0", images, (2,))
+    cache.get("lite0", images, (2,))
+    assert cache.dataset_passes == {"lite0": 4} and cache.store.evictions == 4 and cache.store.peak_bytes == 0
+
+
+def test_lookup_only_serves_cached_images_and_counts_the_rest_as_uncached_views():
+    cache = FeatureCache(torch.device("cpu"), pretrained=False)
+    images = torch.rand(2, 3, 32, 32)
+    first = cache.get("lite0", images, (2, 3))
+    with cache.lookup_only():
+        again = cache.get("lite0", torch.cat([images, images.flip(-1)]), (2, 3))  # 2 cached, 2 views
+    assert torch.equal(again[0][:2], first[0]) and len(cache.store) == 4  # 2 images x 2 levels, views not kept
+    assert cache.dataset_passes == {"lite0": 2} and cache.view_passes == {"lite0": 2} and cache.store.keeping

@@ -47,7 +47,7 @@ def test_prompts_use_the_natural_name_and_every_state_template_pair():
 def test_tiny_tower_shapes_and_exact_text_truncation(tiny_clip):
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     global_, patches, windows2, windows3 = tiny_clip.encode(images, (2, 3))
-    assert global_.shape == (2, 32) and patches.shape == (2, 32, 6, 6)
+    assert global_.shape == (2, 32) and patches.shape == (2, 64, 6, 6)  # patches: ln_post tokens (width 64)
     assert windows2.shape == (2, 32, 5, 5) and windows3.shape == (2, 32, 4, 4)
     assert torch.allclose(global_.norm(dim=1), torch.ones(2), atol=1e-5)
     reference = torch.nn.functional.normalize(tiny_clip.clip.encode_image(tiny_clip.preprocess(images)), dim=-1)

@@ -16,6 +16,7 @@ SHORT = {
     "simplenet": "meta_epochs=1,epochs_per_meta=1,augment_views=1",
     "gcad": "steps=2,distill_steps=2,train_views=4,stat_views=2",
     "regad": "input_size=32,train_size=32,train_epochs=1,train_batch=4",
+    "bgad": "meta_epochs=2,sub_epochs=1",
 }
 SIZE = 64
 

@@ -114,7 +114,7 @@ def test_refits_see_the_context_the_member_was_fitted_with():
         def fit(self, support, *, category, context):
             seen.append((context.auxiliary, context.artifacts))
 
-    entry = SimpleNamespace(name="regad", trains=True, needs_fitted=False, factory=lambda config: Recorder())
+    entry = SimpleNamespace(name="regad", trains=True, cheap_fit=False, needs_fitted=False, factory=lambda config: Recorder())
     auxiliary = lambda: []  # noqa: E731  (what the runner hands RegAD)
     member_context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(1), FeatureCache(torch.device("cpu")),
                                 auxiliary=auxiliary, artifacts=None)
@@ -122,5 +122,88 @@ def test_refits_see_the_context_the_member_was_fitted_with():
     member = FittedMember(variant, Recorder(), member_context)
     context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")),
                          members={"regad": member})
-    Fusion(FusionConfig(holdout="refit")).fit(torch.rand(3, 3, 16, 16), category="toy", context=context)
+    Fusion(FusionConfig(holdout="refit", trained_members=True)).fit(torch.rand(3, 3, 16, 16), category="toy",
+                                                                  context=context)
     assert len(seen) == 3 and all(aux is auxiliary for aux, _ in seen)  # k refits, each with the member's auxiliary
+
+
+def test_separation_and_pseudo_weights_by_hand():
+    from methods.fusion import pseudo_weights, separation
+    normal = torch.tensor([0.0, 1.0, 2.0])
+    assert separation(normal, torch.tensor([3.0, 4.0])) == 1.0
+    assert separation(normal, torch.tensor([1.0])) == pytest.approx((1 + 0.5) / 3)  # one below, one tie
+    assert separation(normal, torch.tensor([-1.0])) == 0.0
+    weights = pseudo_weights({"a": 1.0, "b": 0.75, "c": 0.4})  # 0.5, 0.25, 0 -> scaled to sum to 3
+    assert weights == pytest.approx({"a": 2.0, "b": 1.0, "c": 0.0})
+    assert pseudo_weights({"a": 0.5, "b": 0.2}) == {"a": 1.0, "b": 1.0}  # nobody separates: equal
+
+
+class Bright(Spy):
+    """A member that sees pasted regions: score = the largest pixel-to-neighbour jump."""
+
+    def predict(self, images):
+        self.seen.extend(images)
+        jumps = (images[..., 1:] - images[..., :-1]).abs().amax(dim=(1, 2, 3))
+        return Prediction(scores=jumps, maps=None)
+
+
+def test_pseudo_weighting_favours_the_member_that_sees_pseudo_anomalies_and_keeps_the_statistics():
+    ramp = torch.linspace(0.1, 0.9, 32)  # a smooth ramp: a region pasted elsewhere makes a jump
+    support = (ramp[None, :] + ramp[:, None]).div(2).expand(1, 3, 32, 32).clone()  # k = 1: views, no refits
+    blind, seeing = Spy(constant=1.0), Bright()
+    blind.name, seeing.name = "patchcore", "clip_logic"
+    members = {"patchcore": blind, "clip_logic": seeing}
+    equal = Fusion(FusionConfig(weighting="equal"))
+    equal.fit(support, category="toy", context=_context(members))
+    pseudo = Fusion(FusionConfig(weighting="pseudo"))
+    pseudo.fit(support, category="toy", context=_context(members))
+    assert pseudo.separations["patchcore"] == 0.5 and pseudo.separations["clip_logic"] > 0.8
+    assert pseudo.weights == {"patchcore": 0.0, "clip_logic": 2.0}
+    assert equal.weights == {"patchcore": 1.0, "clip_logic": 1.0} and not equal.separations
+    for spec in members:  # the weighting never changes the held-out statistics
+        assert equal.score_stats[spec] .mean == pseudo.score_stats[spec].mean
+    assert pseudo.info()["weights_used"] == {"patchcore": 0.0, "clip_logic": 2.0}
+
+
+@pytest.mark.parametrize("holdout, expected", [("auto", "leave-one-out"), ("views_if_trains", "augment")])
+def test_a_member_with_a_cheap_fit_is_left_out_in_turn_even_if_it_trains(holdout, expected):
+    from types import SimpleNamespace
+
+    entry = SimpleNamespace(name="regad", trains=True, cheap_fit=True, needs_fitted=False, factory=lambda config: Spy())
+    member = FittedMember(MethodVariant("regad", entry, None), Spy(), _context().__class__(
+        torch.device("cpu"), torch.Generator().manual_seed(1), FeatureCache(torch.device("cpu"))))
+    context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")),
+                         members={"regad": member})
+    fusion = Fusion(FusionConfig(holdout=holdout))
+    fusion.fit(torch.rand(3, 3, 16, 16), category="toy", context=context)
+    assert fusion.holdout_used["regad"] == expected
+
+
+def test_an_exact_member_spec_picks_that_variant_only():
+    members = {"patchcore": Spy(), "patchcore:num_neighbors=3": Spy()}
+    fusion = Fusion(FusionConfig(members=("patchcore",)))
+    fusion.fit(torch.rand(1, 3, 16, 16), category="toy", context=_context(members))
+    assert list(fusion.members) == ["patchcore"]
+
+
+def test_trained_members_join_only_when_asked_or_named():
+    from types import SimpleNamespace
+
+    def member(name, cheap):
+        entry = SimpleNamespace(name=name, trains=not cheap, cheap_fit=cheap, needs_fitted=False,
+                                factory=lambda config: Spy())
+        return FittedMember(MethodVariant(name, entry, None), Spy(), FitContext(
+            torch.device("cpu"), torch.Generator().manual_seed(1), FeatureCache(torch.device("cpu"))))
+
+    members = {"patchcore": member("patchcore", True), "gcad": member("gcad", False)}
+    context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")),
+                         members=members)
+    support = torch.rand(1, 3, 16, 16)
+    for config, fused in ((FusionConfig(), ["patchcore"]), (FusionConfig(trained_members=True), ["patchcore", "gcad"]),
+                          (FusionConfig(members=("gcad",)), ["gcad"])):
+        fusion = Fusion(config)
+        fusion.fit(support, category="toy", context=context)
+        assert list(fusion.members) == fused
+    only_trained = FitContext(context.device, context.generator, context.features, members={"gcad": members["gcad"]})
+    with pytest.raises(RuntimeError, match="trained_members=true"):
+        Fusion(FusionConfig()).fit(support, category="toy", context=only_trained)

@@ -46,9 +46,10 @@ def test_variant_dirname_is_filesystem_safe():
 @pytest.mark.parametrize("spec, message", [
     ("gcad:regressor=sede", "regressor='sede' is not valid; expected one of paper, seed (did you mean 'seed'?)"),
     ("gcad:local_encoder=gird", "expected one of grid, distilled"),
-    ("fusion:holdout=lo", "expected one of auto, loo, refit, augment"),
+    ("fusion:holdout=lo", "expected one of auto, views_if_trains, loo, refit, augment"),
     ("regad:stn_mode=rotate", "expected one of affine, translation"),
-    ("patchcore:backbone=resnet19", "expected one of lite0, wide_resnet50_2, resnet18 (did you mean 'resnet18'?)"),
+    ("patchcore:backbone=resnet19", "expected one of lite0, wide_resnet50_2, resnet18, efficientnet_b6 (did you mean "
+                                     "'resnet18'?)"),
     ("patchcore:num_neighbors=0", "num_neighbors='0' is not valid; expected an integer >= 1"),
     ("patchcore:coreset_ratio=1.5", "expected a number > 0 and <= 1"),
     ("patchcore:blur_sigma=nan", "expected a number >= 0"),

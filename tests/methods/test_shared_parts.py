@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.augment import AugmentConfig, augment, augmented_views
+from methods.augment import AugmentConfig, PseudoAnomalyConfig, augment, augmented_views, pseudo_anomalies
 from methods.cache import ContentCache, image_digest
 from methods.common import Normalise, rotation_matrices, seeded_from, warp
 from methods.standardise import Standardiser
@@ -125,3 +125,18 @@ def test_a_fit_depends_on_the_cell_generator_only_not_on_the_global_rng(spec):
                    context=FitContext(torch.device("cpu"), torch.Generator().manual_seed(5), features))
         scores.append(method.predict(images[2:]).scores)
     assert torch.equal(scores[0], scores[1])
+
+
+def test_pseudo_anomalies_change_exactly_their_mask_with_a_region_of_the_image():
+    images = torch.rand(6, 3, 40, 60)
+    config = PseudoAnomalyConfig(jitter=AugmentConfig())  # no jitter: the pasted region is a copy from the image
+    out, masks = pseudo_anomalies(images, config, torch.Generator().manual_seed(3))
+    changed = (out != images).any(dim=1)
+    assert masks.shape == (6, 40, 60) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    assert not changed[masks == 0].any()  # nothing outside the mask moves; inside: a region of the same image
+    areas = masks.mean(dim=(1, 2))
+    assert ((areas > 0.01) & (areas < 0.1)).all()
+    pasted = out[0][:, masks[0] > 0]
+    assert {round(v, 4) for v in pasted.flatten().tolist()} <= {round(v, 4) for v in images[0].flatten().tolist()}
+    again, _ = pseudo_anomalies(images, config, torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)  # the generator alone decides

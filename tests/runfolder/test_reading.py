@@ -52,7 +52,8 @@ def test_torn_header_leaves_nothing(tmp_path):
 def test_torn_row_in_the_middle_is_an_error_naming_file_and_line(tmp_path):
     path = tmp_path / "results.csv"
     path.write_text(HEADER + result_line(seed=0)[:-30] + result_line(seed=1) + result_line(seed=2))
-    with pytest.raises(RunFolderError, match=r"results.csv, line 2: .*fields where the header has 22") as error:
+    expected = rf"results.csv, line 2: .*fields where the header has {len(RESULT_COLUMNS)}"
+    with pytest.raises(RunFolderError, match=expected) as error:
         read_results_file(path)
     assert "\n" not in str(error.value)
 

@@ -68,7 +68,7 @@ def test_top_level_files(tmp_path):
 
 
 def test_columns_kinds_and_key():
-    assert CELL_KEY == RESULT_COLUMNS[:5] and RESULT_COLUMNS[-1] == "method_info"
+    assert CELL_KEY == RESULT_COLUMNS[:5] and RESULT_COLUMNS[-2:] == ("method_info", "anomaly_shots")
     assert SCORE_COLUMNS == ("image", "kind", "label", "score", "path")
     assert LOCO_KINDS == {"logical_anomalies": LOGICAL, "structural_anomalies": STRUCTURAL}
     assert cell_key({"method": "m", "preset": "paper", "category": "a", "k": 1, "seed": 42, "status": "ok"}) == (

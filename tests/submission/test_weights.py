@@ -88,7 +88,8 @@ def _fake_hf_download(data: bytes, etag: str, calls: list):
 
 
 def test_report_lists_every_needed_weight_for_both_presets(caches, capsys):
-    assert _needed("paper") == {"wide_resnet50_2", "resnet18", "ViT-B-16-plus-240"} and _needed("offline") == {"lite0"}
+    assert _needed("paper") == {"wide_resnet50_2", "resnet18", "efficientnet_b6", "ViT-B-16-plus-240"}
+    assert _needed("offline") == {"lite0"}
     placed = caches / "torch" / "checkpoints" / BACKBONES["resnet18"].torch_hub_file
     placed.parent.mkdir(parents=True)
     placed.write_bytes(b"resnet18 weights")
@@ -97,6 +98,7 @@ def test_report_lists_every_needed_weight_for_both_presets(caches, capsys):
     assert set(rows) == _needed("paper")
     assert rows["resnet18"].found == placed and rows["resnet18"].needed_by == ("gcad", "regad")
     assert rows["wide_resnet50_2"].found is None and rows["ViT-B-16-plus-240"].found is None
+    assert rows["efficientnet_b6"].found is None and rows["efficientnet_b6"].needed_by == ("bgad",)
     assert any(str(caches / "torch") in place for place in rows["wide_resnet50_2"].search.searched)
     assert any(str(caches / "clip") in place for place in rows["ViT-B-16-plus-240"].search.searched)
     offline = weights_report(preset="offline")
@@ -104,8 +106,8 @@ def test_report_lists_every_needed_weight_for_both_presets(caches, capsys):
 
     assert main(["weights", "--preset", "paper"]) == 0  # a report: missing files are not an error
     out = capsys.readouterr().out
-    assert _sha(b"resnet18 weights") in out and out.count("MISSING") == 2 and "BSD-3-Clause" in out and "MIT" in out
-    assert "2 of 3 weight files missing" in out and "python -m submission weights fetch --preset paper" in out
+    assert _sha(b"resnet18 weights") in out and out.count("MISSING") == 3 and "BSD-3-Clause" in out and "MIT" in out
+    assert "3 of 4 weight files missing" in out and "python -m submission weights fetch --preset paper" in out
     assert f"https://download.pytorch.org/models/{BACKBONES['wide_resnet50_2'].torch_hub_file}" in out
     assert main(["weights", "--preset", "offline"]) == 0
     out = capsys.readouterr().out
@@ -168,12 +170,14 @@ def test_offline_fetch_fails_at_once_with_one_line_per_missing_file(caches, monk
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert main(["weights", "fetch", "--preset", "paper"]) == 2
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert len(lines) == 3 and all(line.startswith("error: offline (HF_HUB_OFFLINE is set)") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("error: offline (HF_HUB_OFFLINE is set)") for line in lines)
     for name in ("wide_resnet50_2", "resnet18"):
         line = next(line for line in lines if f": {name}:" in line)
         file_name = BACKBONES[name].torch_hub_file
         assert f"--weights {name}=PATH" in line and f"https://download.pytorch.org/models/{file_name}" in line
         assert str(caches / "torch" / "checkpoints" / file_name) in line
+    b6_line = next(line for line in lines if ": efficientnet_b6:" in line)  # timm's release, not torchvision's
+    assert BACKBONES["efficientnet_b6"].download_url in b6_line and "--weights efficientnet_b6=PATH" in b6_line
     clip_line = next(line for line in lines if "ViT-B-16-plus-240" in line)
     assert str(caches / "clip") in clip_line and "--weights ViT-B-16-plus-240=PATH" in clip_line
 
