@@ -15,9 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import FrEIA.framework as Ff
-import FrEIA.modules as Fm
-
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -61,6 +58,9 @@ class ConditionalFlow(nn.Module):
     def __init__(self, channels: int, condition_dim: int, coupling_layers: int, clamp: float,
                  generator: torch.Generator) -> None:
         super().__init__()
+        import FrEIA.framework as Ff  # here, not at import: FrEIA pulls in scipy.stats (~2.5 s of every run's start)
+        import FrEIA.modules as Fm
+
         numpy_state = np.random.get_state()  # FrEIA draws its soft permutations from numpy's global RNG:
         try:  # leave that state as it was and replace the permutations with draws from `generator`
             self.inn = Ff.SequenceINN(channels)
