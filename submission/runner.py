@@ -377,14 +377,16 @@ class Runner:
         check_auxiliary_sources(runnable, categories)
         self.folder = RunFolder(self.run_dir)
         previous = self.folder.read_json(CONFIG_JSON)  # {} for a new run folder
-        recorded = previous.get("procedural_split", "test")  # folders from before the split read the test one
-        if previous and recorded != self.config.procedural_split:  # resuming must not mix the two realisations
-            raise HarnessError(f"--out {self.run_dir}: a run on the procedural {recorded} split; "
-                               f"--procedural-split {self.config.procedural_split} needs another run folder")
-        shots = previous.get("arguments", {}).get("anomaly_shots", 0)  # folders from before the track: m = 0
-        if previous and shots != self.config.anomaly_shots:  # one m per run folder: its cells share their test sets
-            raise HarnessError(f"--out {self.run_dir}: a run with --anomaly-shots {shots}; "
-                               f"--anomaly-shots {self.config.anomaly_shots} needs another run folder")
+        arguments = previous.get("arguments", {})
+        # one realisation, one m and one metric set per run folder: a resume must not mix cells made under two
+        # (folders from before these options read as their defaults: test split, m = 0, every metric)
+        for flag, recorded, asked in (
+                ("--procedural-split", previous.get("procedural_split", "test"), self.config.procedural_split),
+                ("--anomaly-shots", arguments.get("anomaly_shots", 0), self.config.anomaly_shots),
+                ("--metrics", arguments.get("metrics", "all"), self.config.metrics)):
+            if previous and recorded != asked:
+                raise HarnessError(f"--out {self.run_dir}: a run with {flag} {recorded}; "
+                                   f"{flag} {asked} needs another run folder")
         self._write_config(variants, categories)
         done = self.folder.finished_cells()
         cells = [(c, k, s) for c in categories for k in self.config.shots for s in self.config.seeds]

@@ -36,6 +36,8 @@ def test_image_only_run_has_the_same_image_metrics_and_no_pixel_values(tiny_loco
         for column in IMAGE:
             assert math.isclose(float(row[column]), float(full[cell][column]), abs_tol=1e-12), column
     assert RunPaths(tmp_path / "image").leaderboard.is_file()
+    # resuming the image-only folder with every metric would keep its empty pixel cells as finished: refused
+    assert _run(tiny_loco, tmp_path / "image", "all") == 2
 
 
 def test_a_bad_metrics_value_is_one_line_exit_2(tiny_loco, tmp_path, capsys):

@@ -54,7 +54,7 @@ def test_the_dev_split_only_when_asked_and_never_mixed(embedded, tmp_path: Path)
     assert recorded["procedural_split"] == "dev"
     assert Path(recorded["data"]).name == folder_name(replace(SMALL, split="dev"))
     assert folder_name(replace(SMALL, split="dev")).startswith("procedural-dev-")
-    with pytest.raises(HarnessError, match="procedural dev split"):  # resuming on the other split
+    with pytest.raises(HarnessError, match="--procedural-split dev; --procedural-split test needs another"):
         runner.run(_config(tmp_path / "dev"), Console(quiet=True))
 
 
