@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from leaderboard.aggregate import read_results
-from leaderboard.compare import compare, compare_paired, print_comparison
+from leaderboard.compare import compare, compare_paired, print_comparison, anomaly_shots_note
 from leaderboard.paired import paired, print_paired
 from leaderboard.merge import merge
 from leaderboard.show import show, write_report
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             other = read_results(args.run_b) if args.run_b else None
             print_paired(paired(results, args.a, args.b, other, args.preset), console, f"{args.a} − {args.b}")
         else:
+            if (note := anomaly_shots_note(args.run_a, args.run_b)) is not None:
+                console.print(f"[yellow]{escape(note)}[/yellow]", highlight=False, soft_wrap=True)
             print_comparison(compare(args.run_a, args.run_b), console)
             print_paired(compare_paired(args.run_a, args.run_b), console, "paired per method, B − A")
     except (OSError, ValueError) as error:  # RunFolderError (a ValueError): a missing or malformed run-folder file

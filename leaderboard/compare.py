@@ -8,7 +8,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from leaderboard.aggregate import aggregate, read_results
+from leaderboard.aggregate import aggregate, read_results, with_anomaly_shots
 from leaderboard.paired import PAIRED_COLUMNS, method_cells, paired_table
 
 COMPARED = ("f1_max", "image_auroc", "image_auroc_logical", "image_auroc_structural", "pixel_auroc", "auspro_0.05")
@@ -48,3 +48,13 @@ def compare_paired(run_a: Path, run_b: Path) -> pd.DataFrame:
         tables.append(paired_table(method_cells(b, method, preset), method_cells(a, method, preset),
                                    f"B:{method} ({preset})", f"A:{method} ({preset})"))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(PAIRED_COLUMNS))
+
+
+def anomaly_shots_note(run_a: Path, run_b: Path) -> str | None:
+    """A line saying the two runs scored other test sets when their `--anomaly-shots` differ (each cell's labelled
+    anomalies leave its test set), else None."""
+    shots = [sorted(set(with_anomaly_shots(read_results(Path(r)))["anomaly_shots"])) for r in (run_a, run_b)]
+    if shots[0] == shots[1]:
+        return None
+    return (f"note: A has --anomaly-shots {'/'.join(map(str, shots[0]))}, B {'/'.join(map(str, shots[1]))}: "
+            "each cell's labelled anomalies leave its test set, so A and B are scored on different test images")

@@ -232,7 +232,7 @@ class Fusion:
     "fusion",
     config=FusionConfig,
     presets={"paper": FusionConfig(), "offline": FusionConfig()},
-    summary="z-score fusion of the other methods fitted in the cell (statistics from the support set only)",
+    summary="z-score fusion of the cheap-fit members fitted in the cell (leave-one-out statistics from the supports)",
     needs_fitted=True,
 )
 def create_fusion(config: FusionConfig) -> Fusion:

@@ -170,7 +170,8 @@ def command_methods(console: Console) -> int:
         needs = "; ".join(f"{preset}: {weights(cfg)}" for preset, cfg in entry.presets.items())
         flags = [flag for flag, on in (("trains", entry.trains), ("auxiliary categories", entry.uses_auxiliary),
                                        ("fitted members", entry.needs_fitted),
-                                       ("labelled anomalies", getattr(entry, "uses_anomalies", False))) if on]
+                                       ("labelled anomalies", entry.uses_anomalies),
+                                       ("cheap per-cell fit: fused by default", entry.cheap_fit)) if on]
         console.print(f"[bold]{entry.name}[/bold] — {entry.summary} [dim](weights {needs}"
                       f"{'; ' + ', '.join(flags) if flags else ''})[/dim]")
     return 0

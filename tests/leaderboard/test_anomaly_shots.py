@@ -61,3 +61,15 @@ def test_runs_with_different_m_do_not_merge(tmp_path, capsys):
     RunPaths(old).config.write_text("{}")
     assert main(["merge", str(tmp_path / "both"), str(shard0), str(old)]) == 0  # an older folder is m = 0
     assert set(pd.read_csv(RunPaths(tmp_path / "both").results).anomaly_shots) == {0}
+
+
+def test_compare_says_when_the_runs_scored_other_test_sets(tmp_path, capsys):
+    from leaderboard.compare import anomaly_shots_note
+
+    m0 = _write(tmp_path / "m0", _rows({0: (0.5, 0.7)}))
+    m2 = _write(tmp_path / "m2", _rows({2: (0.9, 0.9)}))
+    also_m0 = _write(tmp_path / "also_m0", _rows({0: (0.6, 0.6)}))
+    assert anomaly_shots_note(m0, also_m0) is None
+    assert "A has --anomaly-shots 0, B 2" in anomaly_shots_note(m0, m2)
+    assert main(["compare", str(m0), str(m2)]) == 0
+    assert "different test images" in capsys.readouterr().out
