@@ -1,6 +1,7 @@
 """Writing one benchmark's section of BENCHMARKS.md, between markers, leaving the other sections alone."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -16,3 +17,20 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def add_section_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--section`, `--title`, `--intro`, `--outro`: where a bench writes its tables, and the text around them."""
+    parser.add_argument("--section", required=True)
+    parser.add_argument("--title", required=True)
+    parser.add_argument("--intro", default="")
+    parser.add_argument("--outro", default="", help="text after the tables")
+
+
+def write_tables(args: argparse.Namespace, tables: list[str]) -> None:
+    """Section `args.section` of BENCHMARKS.md: the title, the intro, the table lines, then the outro."""
+    lines = [f"## {args.title}", "", args.intro, "", *tables]
+    if args.outro:
+        lines += ["", args.outro]
+    write_section(args.section, "\n".join(lines))
+    print(f"wrote section {args.section!r} of BENCHMARKS.md")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.markdown import write_section
+from bench.markdown import add_section_arguments, write_tables
 from leaderboard.render import format_value, shown_categories
 from runfolder.schema import RunPaths
 
@@ -51,27 +51,19 @@ def parts_table(parts: pd.DataFrame, methods: list[str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--section", required=True)
-    parser.add_argument("--title", required=True)
-    parser.add_argument("--intro", default="")
+    add_section_arguments(parser)
     parser.add_argument("--parts", nargs="*", default=[], help="methods (folder names) whose score parts to list")
     parser.add_argument("--pixel", action="store_true", help="add pixel AUROC and AU-sPRO@0.05 columns")
-    parser.add_argument("--outro", default="", help="text after the tables")
     args = parser.parse_args()
     board = pd.read_csv(RunPaths(args.run_dir).leaderboard, dtype={"k": str})
-    lines = [f"## {args.title}", "", args.intro, "",
-             f"Mean ± std (ddof=1) over seeds; category: {shown_categories(board)[0]} "
-             "(the mean over categories within each seed). fit/predict: seconds per cell.", "",
-             *method_table(board, args.pixel)]
+    tables = [f"Mean ± std (ddof=1) over seeds; category: {shown_categories(board)[0]} "
+              "(the mean over categories within each seed). fit/predict: seconds per cell.", "",
+              *method_table(board, args.pixel)]
     if args.parts:
         parts = pd.read_csv(RunPaths(args.run_dir).score_parts)
-        lines += ["", "Score parts (from the per-image score CSVs, `score_parts.csv`):", "",
-                  *parts_table(parts, args.parts)]
-    if args.outro:
-        lines += ["", args.outro]
-    write_section(args.section, "\n".join(lines))
-    print(f"wrote section {args.section!r} of BENCHMARKS.md")
-
+        tables += ["", "Score parts (from the per-image score CSVs, `score_parts.csv`):", "",
+                   *parts_table(parts, args.parts)]
+    write_tables(args, tables)
 
 if __name__ == "__main__":
     main()
