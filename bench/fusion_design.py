@@ -21,8 +21,9 @@ import pandas as pd
 
 from bench.markdown import write_section
 from methods.registry import get_entry, parse_spec
-from metrics import f1_max, image_auroc
-from runfolder.schema import LOGICAL, LOCO_KINDS, STRUCTURAL, RunPaths, variant_dirname
+from leaderboard.score_parts import part_metrics
+from metrics import f1_max
+from runfolder.schema import RunPaths, variant_dirname
 
 
 def cheap_fit(member: str) -> bool:
@@ -31,14 +32,12 @@ def cheap_fit(member: str) -> bool:
 
 
 def _metrics(frame: pd.DataFrame, score: np.ndarray) -> dict[str, float]:
-    kinds = frame["kind"].map(LOCO_KINDS)
-    values = {}
-    for name, kind in (("logical", LOGICAL), ("structural", STRUCTURAL)):
-        keep = ((frame["label"] == 0) | (kinds == kind)).to_numpy()
-        values[name] = image_auroc(frame["label"][keep], score[keep])
-    values["mean"] = (values["logical"] + values["structural"]) / 2
-    values["f1_max"] = f1_max(frame["label"], score)
-    return values
+    """AUROC logical / structural (normals plus one kind, as the score parts), their mean, F1-max, and the score's
+    std over the normal test images."""
+    parts = part_metrics(frame.assign(refused=score), "refused")
+    logical, structural = parts["auroc_logical"], parts["auroc_structural"]
+    return {"logical": logical, "structural": structural, "mean": (logical + structural) / 2,
+            "f1_max": f1_max(frame["label"], score), "normal_z_std": parts["normal_std"]}
 
 
 def refused(run_dir: Path) -> pd.DataFrame:
@@ -65,7 +64,7 @@ def refused(run_dir: Path) -> pd.DataFrame:
         for member in info["fused"]:
             normal = frame.loc[frame["label"] == 0, f"z_{member}"]
             rows.append({**key, "members": f"{member} alone", **_metrics(frame, frame[f"z_{member}"].to_numpy()),
-                         "normal_z_mean": float(normal.mean()), "normal_z_std": float(normal.std(ddof=0))})
+                         "normal_z_mean": float(normal.mean())})
     return pd.DataFrame(rows)
 
 

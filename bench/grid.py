@@ -39,7 +39,8 @@ import pandas as pd
 
 from bench.child_run import describe_device, device_line, run_child
 from bench.markdown import write_section
-from bench.paper_preset import SHORT_OPTIONS, TINY_OPTIONS, fmt, mib, registered_methods, results_frame
+from bench.paper_preset import (SHORT_OPTIONS, TINY_OPTIONS, fmt, mib, registered_methods,
+                                resolve_device_and_settings, results_frame)
 from runfolder.reading import read_json
 from runfolder.schema import RunPaths, parse_cell_name
 
@@ -377,14 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only generate the data (the grid's and the harness's embedded dataset), in parallel")
     args = parser.parse_args(argv)
     argv = list(argv if argv is not None else sys.argv[1:])
-    if args.device == "auto":
-        from submission.runner import resolve_device
-
-        args.device = resolve_device("auto").type
+    resolve_device_and_settings(args)
     if args.tiny:
         args.image_size, args.scale = 64, 0.1
-        args.settings = args.settings or "tiny"
-    args.settings = args.settings or ("paper" if args.device == "cuda" else "short")
     n_categories = args.categories or (QUICK_CATEGORIES if args.quick else len(GRID_CATEGORIES))
     args.shots = tuple(args.shots or (QUICK_SHOTS if args.quick else FULL_SHOTS))
     args.seeds = tuple(args.seeds or (QUICK_SEEDS if args.quick else FULL_SEEDS))

@@ -50,6 +50,16 @@ def registered_methods() -> list[str]:
     return [entry.name for entry in list_methods()]
 
 
+def resolve_device_and_settings(args: argparse.Namespace) -> None:
+    """In place: `--device auto` becomes the device a run would take; `--settings` defaults to tiny with `--tiny`,
+    else paper on CUDA and short on the CPU."""
+    if args.device == "auto":
+        from submission.runner import resolve_device
+
+        args.device = resolve_device("auto").type
+    args.settings = args.settings or ("tiny" if args.tiny else "paper" if args.device == "cuda" else "short")
+
+
 def method_specs(names: list[str], settings: str, overrides: list[str]) -> dict[str, str]:
     """The spec each method runs as: its name, plus the shortening options under `short`, plus overrides."""
     table = TINY_OPTIONS if settings == "tiny" else SHORT_OPTIONS
@@ -166,14 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", default=None, help="BENCHMARKS.md section (default paper_preset_<device>; none with --tiny)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    if args.device == "auto":
-        from submission.runner import resolve_device
-
-        args.device = resolve_device("auto").type
+    resolve_device_and_settings(args)
     if args.tiny:
         args.image_size, args.k = 64, 1
-        args.settings = args.settings or "tiny"
-    args.settings = args.settings or ("paper" if args.device == "cuda" else "short")
     args.fusion_members = args.fusion_members or "short"
     names = args.methods or registered_methods()
     if args.budget:  # the longest paper schedule last, so a tight budget cuts only it

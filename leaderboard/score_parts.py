@@ -21,8 +21,9 @@ SUBSETS = (("auroc", None), ("auroc_logical", LOGICAL), ("auroc_structural", STR
 METRICS = (*(name for name, _ in SUBSETS), "normal_std")
 
 
-def _part_aurocs(frame: pd.DataFrame, column: str) -> dict[str, float | None]:
-    """AUROC of one score column on all test images, and on the normals plus one LOCO anomaly kind."""
+def part_metrics(frame: pd.DataFrame, column: str) -> dict[str, float | None]:
+    """AUROC of one score column on all test images, and on the normals plus one LOCO anomaly kind; its std
+    (ddof 0) over the normal images."""
     kinds = frame["kind"].map(LOCO_KINDS)
     values = {}
     for name, kind in SUBSETS:
@@ -45,7 +46,7 @@ def read_score_parts(run_dir: Path) -> pd.DataFrame:
             continue
         for part in ["score", *parts]:
             rows.append({"method": cell.variant, "category": cell.category, "k": cell.k,
-                         "seed": cell.seed, "part": part, **_part_aurocs(frame, part)})
+                         "seed": cell.seed, "part": part, **part_metrics(frame, part)})
     return pd.DataFrame(rows, columns=["method", "category", "k", "seed", "part", *METRICS])
 
 
