@@ -268,6 +268,16 @@ DIFFERENCES = """What still differs between the two sides (read from anomalib's 
   `--save-maps`) and pixel metrics on anomalib's side (no masks given: an image-level run)."""
 
 
+def _load_remark(loads: dict[str, str]) -> str:
+    """Whether the steps ran on a quiet machine: every 1-minute load average at most the core count."""
+    cores = os.cpu_count() or 1
+    peak = max(float(value) for load in loads.values() for value in load.replace("->", "/").split("/"))
+    if peak <= cores + 0.5:
+        return f"a quiet machine (no load average above {peak:.1f} on {cores} cores)."
+    return (f"the machine was shared with other jobs (load averages up to {peak:.1f} on {cores} cores), so read "
+            "the seconds as measured under load; load slows the two sides by different factors.")
+
+
 def render(result: dict, command: str) -> str:
     """The BENCHMARKS.md section: every figure from `result` (what `compare` measured)."""
     seconds, versions, check = result["seconds"], result["versions"], result["check"]
@@ -296,10 +306,9 @@ def render(result: dict, command: str) -> str:
         concat_cells = {c: f" {concat[c]:.3f} |" for c in cells}
     lines = [
         "## Side by side with anomalib's PatchCore (`bench/vs_anomalib.py`)", "",
-        f"Measured {result['date']} on {result['machine']}, device cpu, one process at a time; the machine was "
-        f"shared with other jobs (load average before -> after each step: "
-        + "; ".join(f"{name} {load}" for name, load in result["load"].items()) + "), so read the seconds as "
-        "upper bounds measured under the same kind of load.",
+        f"Measured {result['date']} on {result['machine']}, device cpu, one process at a time (load average "
+        f"before -> after each step: " + "; ".join(f"{name} {load}" for name, load in result["load"].items())
+        + f"): {_load_remark(result['load'])}",
         f"anomalib {versions['anomalib']} (lightning {versions['lightning']}) in a scratch venv sharing this "
         f"venv's torch {versions['torch']} and timm {versions['timm']}.", "",
         "```", command, "```", "",

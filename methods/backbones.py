@@ -340,9 +340,10 @@ class FeatureCache:
     `get(backbone, images, levels)` returns the maps of the levels asked for, each computed once per
     distinct image and kept (per backbone, level and image digest) in `store`, the run's byte-bounded
     `ContentCache`, which methods also use for what they compute from test images (CLIP encodings through
-    `clip_tower`, RegAD's embeddings). `passes` counts the images actually passed through each backbone, split
-    into `dataset_passes` (images asked for through `get`: support and test images, known by content digest;
-    the digests passed are in `passed`) and `view_passes` (images made inside a fit, through `compute`:
+    `clip_tower`, RegAD's embeddings, PatchCore's nearest distances per test and support image). `passes`
+    counts the images actually passed through each backbone, split into `dataset_passes` (images asked for
+    through `get`: support and test images, known by content digest; the digests passed are in `passed`) and
+    `view_passes` (images made inside a fit, through `compute`:
     augmented views, pseudo-anomalies; never cached; or through `get` within `lookup_only`). Once the run is
     over, `dataset_passes[b] == len(passed[b])` says each image passed backbone b once (no eviction or level
     miss made it pass again).
@@ -414,10 +415,12 @@ class FeatureCache:
                 "view_passes": dict(self.view_passes), "cache_max_bytes": self.store.max_bytes,
                 "cache_peak_bytes": self.store.peak_bytes, "cache_evictions": self.store.evictions}
 
-    def get(self, backbone: str, images: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
+    def get(self, backbone: str, images: torch.Tensor, levels: tuple[int, ...],
+            digests: list[bytes] | None = None) -> list[torch.Tensor]:
         """Maps [b,C,h,w] of `levels` (ResNet numbering, in that order), from the cache where possible; an
-        image missing any of them passes through the backbone once for all of them."""
-        digests = [image_digest(image) for image in images]
+        image missing any of them passes through the backbone once for all of them. `digests`: the images'
+        `image_digest`s when the caller has them already."""
+        digests = digests or [image_digest(image) for image in images]
         keys = [("features", backbone, level, digest) for digest in digests for level in levels]
 
         def compute_missing(indices: list[int]) -> list[torch.Tensor]:

@@ -63,16 +63,16 @@ def project_neighbourhoods(level: torch.Tensor, patch_size: int, dim: int, count
     b, c, h, w = level.shape
     padding = patch_size // 2
 
-    def unfold_and_pool(x: torch.Tensor) -> torch.Tensor:  # [n,C,h,w] -> [n*h*w, dim]
+    def unfold_and_pool(x: torch.Tensor) -> torch.Tensor:  # [n,C,h,w] -> [n, dim, h*w]
         columns = F.unfold(x, patch_size, padding=padding)  # [n, C*p*p, h*w]
-        rows = columns.transpose(1, 2).reshape(-1, 1, columns.shape[1])
-        return F.adaptive_avg_pool1d(rows, dim).squeeze(1)
+        # pooled along the vector axis only (each position is a bin of its own): no transpose of the columns
+        return F.adaptive_avg_pool2d(columns.unsqueeze(1), (dim, h * w)).squeeze(1)
 
-    projected = torch.cat([unfold_and_pool(level[i:i + chunk]) for i in range(0, b, chunk)]).view(b, h * w, dim)
+    projected = torch.cat([unfold_and_pool(level[i:i + chunk]) for i in range(0, b, chunk)])
     if not count_include_pad:
-        inside = unfold_and_pool(torch.ones_like(level[:1])).view(1, h * w, dim)  # share of each bin inside the map
+        inside = unfold_and_pool(torch.ones_like(level[:1]))  # share of each bin inside the map
         projected = torch.where(inside > 0, projected / inside.clamp_min(1e-12), torch.zeros_like(projected))
-    return projected.transpose(1, 2).reshape(b, dim, h, w)
+    return projected.view(b, dim, h, w)
 
 
 def aggregate_official(maps: list[torch.Tensor], patch_size: int = 3, pretrain_dim: int = 1024,
@@ -96,9 +96,8 @@ def aggregate_official(maps: list[torch.Tensor], patch_size: int = 3, pretrain_d
         levels.append(level)
     joined = torch.cat(levels, dim=1)  # [b, L*pretrain_dim, h, w], level-major as the official stack + reshape
     b = joined.shape[0]
-    rows = joined.permute(0, 2, 3, 1).reshape(-1, 1, joined.shape[1])
-    pooled = F.adaptive_avg_pool1d(rows, target_dim).view(b, height, width, target_dim)
-    return pooled.permute(0, 3, 1, 2).contiguous()
+    pooled = F.adaptive_avg_pool2d(joined.view(b, 1, joined.shape[1], height * width), (target_dim, height * width))
+    return pooled.view(b, target_dim, height, width)
 
 
 def flatten_patches(features: torch.Tensor) -> torch.Tensor:
@@ -106,23 +105,40 @@ def flatten_patches(features: torch.Tensor) -> torch.Tensor:
     return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
 
 
-def nearest_distance(queries: torch.Tensor, memory: torch.Tensor, chunk: int = 4096, k: int = 1) -> torch.Tensor:
-    """Euclidean distance of each query row [n,C] to its nearest memory row [m,C] (mean over the k nearest)."""
+def nearest_distances(queries: torch.Tensor, memory: torch.Tensor, n: int = 1, chunk: int = 4096) -> torch.Tensor:
+    """Euclidean distances [q,n] of each query row [q,C] to its n nearest memory rows [m,C], ascending (n at most
+    m). Squared distances come from one matrix product per chunk of queries (|q|^2 - 2 q.m + |m|^2, as cdist's
+    matrix-product path computes them); the square root is taken of the n kept only."""
+    n = min(n, len(memory))
+    squared_memory = memory.square().sum(dim=1)
     out = []
     for start in range(0, len(queries), chunk):
-        distances = torch.cdist(queries[start:start + chunk], memory)
-        out.append(distances.topk(min(k, len(memory)), dim=1, largest=False).values.mean(dim=1))
+        rows = queries[start:start + chunk]
+        partial = torch.addmm(squared_memory, rows, memory.T, alpha=-2)  # |m|^2 - 2 q.m
+        nearest = partial.amin(dim=1, keepdim=True) if n == 1 else partial.topk(n, dim=1, largest=False).values
+        out.append((nearest + rows.square().sum(dim=1, keepdim=True)).clamp_min(0).sqrt())
     return torch.cat(out)
+
+
+def nearest_distance(queries: torch.Tensor, memory: torch.Tensor, chunk: int = 4096, k: int = 1) -> torch.Tensor:
+    """Euclidean distance of each query row [n,C] to its nearest memory row [m,C] (mean over the k nearest)."""
+    return nearest_distances(queries, memory, k, chunk).mean(dim=1)
+
+
+def _gaussian_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The normalised 1-D Gaussian of `sigma`, 2*ceil(4 sigma)+1 taps."""
+    radius = math.ceil(4 * sigma)
+    coords = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    return kernel / kernel.sum()
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Blur [b,H,W] maps with a Gaussian of the given sigma (kernel 2*ceil(4 sigma)+1, reflect padding)."""
     if sigma <= 0:
         return maps
-    radius = math.ceil(4 * sigma)
-    coords = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
+    kernel = _gaussian_kernel(sigma, maps.dtype, maps.device)
+    radius = len(kernel) // 2
     x = maps.unsqueeze(1)
     x = F.pad(x, (radius, radius, 0, 0), mode="reflect")
     x = F.conv2d(x, kernel.view(1, 1, 1, -1))
@@ -131,10 +147,28 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return x.squeeze(1)
 
 
+def _axis_operator(length: int, size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[length, size]: row i is the unit vector e_i linearly upsampled to `size` (align_corners=False, as
+    bilinear upsampling along one axis), then blurred with the Gaussian of `sigma` (reflect padding)."""
+    upsampled = F.interpolate(torch.eye(length, dtype=dtype, device=device).unsqueeze(1), size=size, mode="linear",
+                              align_corners=False)  # [length, 1, size]
+    if sigma > 0:
+        kernel = _gaussian_kernel(sigma, dtype, device)
+        radius = len(kernel) // 2
+        upsampled = F.conv1d(F.pad(upsampled, (radius, radius), mode="reflect"), kernel.view(1, 1, -1))
+    return upsampled.squeeze(1)
+
+
 def upsample_and_blur(patch_scores: torch.Tensor, size: tuple[int, int], sigma: float = 4.0) -> torch.Tensor:
-    """Patch scores [b,h,w] -> anomaly maps [b,H,W]: bilinear upsampling then Gaussian blur."""
-    maps = F.interpolate(patch_scores.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
-    return gaussian_blur(maps, sigma)
+    """Patch scores [b,h,w] -> anomaly maps [b,H,W]: bilinear upsampling then Gaussian blur (reflect padding).
+
+    Both steps are linear and act on each axis separately, so the map is R^T P C with R [h,H] and C [w,W] the
+    two axes' operators: two small matrix products per map instead of an upsampled map blurred by convolution
+    (the same map, float rounding aside)."""
+    h, w = patch_scores.shape[-2:]
+    rows = _axis_operator(h, size[0], sigma, patch_scores.dtype, patch_scores.device)
+    columns = _axis_operator(w, size[1], sigma, patch_scores.dtype, patch_scores.device)
+    return rows.T @ patch_scores @ columns
 
 
 @contextmanager

@@ -28,6 +28,23 @@ member (11 of cable_pair, 1 of part_slots; re-fused from one run by `bench/fusio
 of its members in mean AUROC and F1-max at every k over the three dev categories (BENCHMARKS.md, "Fusion design on
 the dev split").
 
+Each member's z-score is (score - mean) / scale, the mean from its held-out normals and the scale by `scale`:
+- `geomean` (default): the geometric mean of two spreads, sqrt(std(held-out) x std(views)): the held-out one
+  above, and the std of the member fitted in the cell on `views` augmented views per support (a random stream of
+  its own, so the held-out statistics are the same under either scale). Leave-one-out spreads come from k models
+  with k-1 supports and few points (two at k = 2: one draw of |a - b| / 2), views' spreads are steady but small
+  (views stay close to what the member fitted on); each errs in its own direction, and the geometric mean sits
+  between. Chosen on the procedural dev split (k = 1, 2, 4, 8 x 3 seeds; BENCHMARKS.md "Fusion scale on the dev
+  split"), among the held-out std, the views std, their root-sum-square, a pooled std, pseudo-anomaly gaps and
+  weights from them: the one rule whose fusion stayed within 0.01 of its best member in logical and structural
+  AUROC and F1-max at k = 2, 4 and 8 (the held-out std alone fell 0.018 short: logical AUROC at k = 4). At k = 1
+  every rule tried, this one included, was 0.016-0.019 below RegAD's structural AUROC there.
+- `holdout`: the held-out std alone (the previous default; kept to reproduce earlier results).
+At k = 1 the held-out normals are views too, so `geomean` joins two independent draws of views. The views:
+`views` per support image (4), rotation up to `view_degrees` (5) and brightness and contrast jitter `view_jitter`
+(0.1); on the dev split 16 views changed little and stronger ones (15 degrees, 0.3) lifted the structural AUROC
+at k = 1 but lowered the logical one at every k (BENCHMARKS.md "Fusion views on the dev split"), so these stay.
+
 Member weights (`weighting`), without test images and without labels:
 - `equal`: every member weighs 1.
 - `pseudo`: each member's weight is how well it tells its held-out normals from pseudo-anomalies made on
@@ -63,10 +80,17 @@ from methods.standardise import Standardiser
 Holdout = Literal["auto", "views_if_trains", "loo", "refit", "augment"]
 HOLDOUTS = get_args(Holdout)
 Weighting = Literal["equal", "pseudo"]
+Scale = Literal["geomean", "holdout"]
+SCALES = get_args(Scale)
 # Views for held-out statistics: a small rotation and brightness/contrast jitter, never a flip. A flip swaps
 # slots in layout categories (part_slots, breakfast_box): a logic-aware member would score those views as
 # anomalous, and their spread would wrongly shrink that member's z-scores.
-HOLDOUT_VIEWS = AugmentConfig(max_degrees=5.0, brightness=0.1, contrast=0.1)
+HOLDOUT_VIEWS = AugmentConfig(max_degrees=5.0, brightness=0.1, contrast=0.1)  # the defaults of the two options below
+
+
+def holdout_views(config: "FusionConfig") -> AugmentConfig:
+    """The views' augmentation: rotation up to `view_degrees`, brightness and contrast jitter `view_jitter`."""
+    return AugmentConfig(max_degrees=config.view_degrees, brightness=config.view_jitter, contrast=config.view_jitter)
 PSEUDO_ANOMALIES = PseudoAnomalyConfig()
 
 
@@ -78,18 +102,30 @@ class FusionConfig:
     trained_members: bool = False
     weights: tuple[NonNegativeFloat, ...] = ()  # explicit weights (override `weighting`)
     weighting: Weighting = "equal"  # equal | pseudo (see the module docstring; chosen on the dev split)
+    scale: Scale = "geomean"  # geomean | holdout (see the module docstring; chosen on the dev split)
     holdout: Holdout = "auto"  # see the module docstring
     views: PositiveInt = 4  # augmented views per support image (statistics for trained members, and k = 1)
+    view_degrees: NonNegativeFloat = HOLDOUT_VIEWS.max_degrees  # the views' rotation range (never a flip)
+    view_jitter: NonNegativeFloat = HOLDOUT_VIEWS.brightness  # the views' brightness and contrast jitter
     # views of each left-out image scored with it, for k <= loo_views_max_k only (chosen on the dev split)
     loo_views: NonNegativeInt = 4
     loo_views_max_k: NonNegativeInt = 0
     fuse_maps: bool = True
+    # method_info keeps every member's held-out, views and pseudo-anomaly scores (bench/fusion_scale.py re-fuses
+    # them under other scales); the fused scores do not change
+    record_spreads: bool = False
 
 
 def separation(normal: torch.Tensor, anomalous: torch.Tensor) -> float:
     """AUROC of anomalous vs normal scores (the Mann-Whitney statistic; ties count 1/2)."""
     difference = anomalous.double()[:, None] - normal.double()[None, :]
     return float(((difference > 0).double() + 0.5 * (difference == 0).double()).mean())
+
+
+def geometric_scale(held_out: Standardiser, view_scores: torch.Tensor) -> Standardiser:
+    """The held-out mean, and the geometric mean of the held-out scale and the views' scale."""
+    views = Standardiser.fit(view_scores)
+    return Standardiser(held_out.mean, torch.sqrt(held_out.scale * views.scale.to(held_out.scale)))
 
 
 def pseudo_weights(separations: Mapping[str, float]) -> dict[str, float]:
@@ -109,6 +145,8 @@ class Fusion:
     def __init__(self, config: FusionConfig) -> None:
         if config.holdout not in HOLDOUTS:
             raise ValueError(f"fusion holdout {config.holdout!r}: choose one of {', '.join(HOLDOUTS)}")
+        if config.scale not in SCALES:
+            raise ValueError(f"fusion scale {config.scale!r}: choose one of {', '.join(SCALES)}")
         self.config = config
         self.members: dict[str, Method] = {}
         self.score_stats: dict[str, Standardiser] = {}
@@ -116,6 +154,7 @@ class Fusion:
         self.holdout_used: dict[str, str] = {}
         self.separations: dict[str, float] = {}
         self.weights: dict[str, float] = {}
+        self.spreads: dict[str, dict[str, list[float]]] = {}
 
     def _select_members(self, fitted: Mapping[str, FittedMember]) -> dict[str, FittedMember]:
         candidates = {spec: m for spec, m in fitted.items() if not m.variant.entry.needs_fitted}
@@ -162,7 +201,8 @@ class Fusion:
             return normal, method.predict(pseudo_anomalies(images, PSEUDO_ANOMALIES, pseudo)[0]).scores
 
         if self._mode(member, len(support)) == "augment":
-            views = augmented_views(support, self.config.views * len(support), HOLDOUT_VIEWS, context.generator)
+            views = augmented_views(support, self.config.views * len(support), holdout_views(self.config),
+                                    context.generator)
             return "augment", *score(member.method, views)
         parts = []
         for held_out in range(len(support)):  # refit on k-1 supports, score the one left out (and its views)
@@ -170,7 +210,7 @@ class Fusion:
             fresh = refit(member, rest, category, context.generator)
             image = support[held_out:held_out + 1]
             if self.config.loo_views and len(support) <= self.config.loo_views_max_k:
-                image = torch.cat([image, augmented_views(image, self.config.loo_views, HOLDOUT_VIEWS,
+                image = torch.cat([image, augmented_views(image, self.config.loo_views, holdout_views(self.config),
                                                           context.generator)])
             parts.append(score(fresh, image))
         normal = [p for p, _ in parts]
@@ -181,23 +221,34 @@ class Fusion:
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
         chosen = self._select_members(context.members)
         self.members = {spec: member.method for spec, member in chosen.items()}
-        # pseudo-anomalies draw from their own stream (one draw from the cell's, whatever the weighting), so the
-        # normal statistics are the same under every weighting
-        pseudo_seed = int(torch.randint(2**62, (1,), generator=context.generator))
+        # pseudo-anomalies and the scale's views draw from streams of their own (one draw from the cell's,
+        # whatever the settings), so the held-out statistics are the same under every weighting and scale
+        stream_seed = int(torch.randint(2**62, (1,), generator=context.generator))
+        weigh_by_pseudo = self.config.weighting == "pseudo" and not self.config.weights
         pseudo = None
-        if self.config.weighting == "pseudo" and not self.config.weights:
-            pseudo = torch.Generator().manual_seed(pseudo_seed)
+        if weigh_by_pseudo or self.config.record_spreads:
+            pseudo = torch.Generator().manual_seed(stream_seed)
         with torch.no_grad():
             for spec, member in chosen.items():
                 self.holdout_used[spec], held, anomalous = self._holdout(member, support, category, context, pseudo)
                 self.score_stats[spec] = Standardiser.fit(held.scores.double())
+                view_scores = None
+                if self.config.scale == "geomean" or self.config.record_spreads:  # every member: the same views
+                    views = augmented_views(support, self.config.views * len(support), holdout_views(self.config),
+                                            torch.Generator().manual_seed(stream_seed + 1))
+                    view_scores = member.method.predict(views).scores.double()
+                if self.config.scale == "geomean":
+                    self.score_stats[spec] = geometric_scale(self.score_stats[spec], view_scores)
                 if held.maps is not None:
                     self.map_stats[spec] = Standardiser.fit(held.maps.double())
                 if anomalous is not None:
                     self.separations[spec] = separation(held.scores, anomalous)
+                if self.config.record_spreads:
+                    self.spreads[spec] = {"held_out": held.scores.tolist(), "views": view_scores.tolist(),
+                                          "pseudo": anomalous.tolist()}
         if self.config.weights:
             self.weights = dict(zip(self.members, self.config.weights))
-        elif pseudo is not None:
+        elif weigh_by_pseudo:
             self.weights = pseudo_weights(self.separations)
         else:
             self.weights = {spec: 1.0 for spec in self.members}
@@ -225,7 +276,8 @@ class Fusion:
         return {**asdict(self.config), "fused": list(self.members), "holdout_used": self.holdout_used,
                 "weights_used": {s: round(w, 4) for s, w in self.weights.items()},
                 "pseudo_separation": {s: round(v, 4) for s, v in self.separations.items()},
-                "stats": {s: v.facts() for s, v in self.score_stats.items()}}
+                "stats": {s: v.facts() for s, v in self.score_stats.items()},
+                **({"spreads": self.spreads} if self.spreads else {})}
 
 
 @register(

@@ -18,6 +18,11 @@ the official computation:
   split the previous `aggregation="concat"` scores higher than any official setting on logical anomalies with
   Lite0; the default stays the published computation, and that departure stays one option away.
 - Memory: every support patch feature; a test patch's score is its distance to the nearest memory patch.
+  With every patch kept (`coreset_ratio` 1), the memory is the union of the support images' patches, so a test
+  patch's nearest distances to each support image are kept in the run's content cache and a cell takes the
+  nearest over its support images: a test image's distances to one support image depend on neither k nor the
+  seed, and the VAND support sets are nested over k, so a grid computes each (test image, support image) pair
+  once. The same distances, in another order of work (float rounding aside).
 - Image score: the maximum of the raw patch scores. The anomaly map (patch scores upsampled bilinearly to
   the input size, then Gaussian blur sigma 4) is only for localisation.
 
@@ -36,6 +41,7 @@ Departures, each a named option (the previous behaviour of this harness is
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -43,7 +49,9 @@ import torch
 
 from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
-from methods.common import aggregate_local, aggregate_official, flatten_patches, nearest_distance, upsample_and_blur
+from methods.cache import image_digest
+from methods.common import (aggregate_local, aggregate_official, flatten_patches, nearest_distance, nearest_distances,
+                            upsample_and_blur)
 from methods.options import NonNegativeFloat, PositiveFraction, PositiveInt
 from methods.registry import register
 
@@ -89,11 +97,14 @@ class PatchCore:
     def __init__(self, config: PatchCoreConfig) -> None:
         self.config = config
         self.memory: torch.Tensor | None = None
+        # with every patch kept: (digest, patches [h*w, C]) of each support image, and the patch grid (h, w)
+        self._support_patches: list[tuple[bytes, torch.Tensor]] | None = None
+        self._grid: tuple[int, int] = (0, 0)
         self._context: FitContext | None = None
 
-    def _patch_features(self, images: torch.Tensor) -> torch.Tensor:
+    def _patch_features(self, images: torch.Tensor, digests: list[bytes] | None = None) -> torch.Tensor:
         config = self.config
-        maps = self._context.features.get(config.backbone, images, config.levels)
+        maps = self._context.features.get(config.backbone, images, config.levels, digests)
         if config.aggregation == "concat":
             return aggregate_local(maps, config.patch_size, config.count_include_pad)  # [b, sum C_i, h, w]
         return aggregate_official(maps, config.patch_size, config.pretrain_dim, config.target_dim,
@@ -101,18 +112,49 @@ class PatchCore:
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
         self._context = context
-        patches = flatten_patches(self._patch_features(support))
+        features = self._patch_features(support)
+        self._grid = tuple(features.shape[-2:])
+        patches = flatten_patches(features)
+        self._support_patches = None
         if self.config.coreset_ratio < 1.0:
             count = max(1, int(len(patches) * self.config.coreset_ratio))
             patches = patches[greedy_coreset(patches, count, context.generator).to(patches.device)]
+        else:
+            self._support_patches = [(image_digest(image), flatten_patches(features[i:i + 1]))
+                                     for i, image in enumerate(support)]
         self.memory = patches
+
+    def _nearest_by_support_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch scores [b,h,w]: each test patch's nearest distances to every support image (kept in the run's
+        content cache per test image, support image and configuration), merged over the cell's support images."""
+        store, n = self._context.features.store, self.config.num_neighbors
+        digests = [image_digest(image) for image in images]
+        features: list[torch.Tensor] = []  # the test images' patch features, computed only if a pair is missing
+
+        def distances_to(support_patches: torch.Tensor) -> Callable[[list[int]], list[torch.Tensor]]:
+            def compute(indices: list[int]) -> list[torch.Tensor]:
+                if not features:
+                    features.append(self._patch_features(images, digests))
+                nearest = nearest_distances(flatten_patches(features[0][indices]), support_patches, n)
+                return [rows.clone() for rows in nearest.view(len(indices), -1, nearest.shape[1])]
+            return compute
+
+        per_support = [torch.stack(store.get_many([("patchcore_nearest", repr(self.config), test, support)
+                                                   for test in digests], distances_to(patches)))
+                       for support, patches in self._support_patches]
+        merged = torch.cat(per_support, dim=2)  # [b, h*w, n per support image]
+        nearest = merged.topk(min(n, merged.shape[2]), dim=2, largest=False).values
+        return nearest.mean(dim=2).view(len(images), *self._grid)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> Prediction:
-        features = self._patch_features(images)
-        b, _, h, w = features.shape
-        patch_scores = nearest_distance(flatten_patches(features), self.memory, k=self.config.num_neighbors)
-        patch_scores = patch_scores.view(b, h, w)
+        if self._support_patches is not None:
+            patch_scores = self._nearest_by_support_image(images)
+        else:
+            features = self._patch_features(images)
+            b, _, h, w = features.shape
+            patch_scores = nearest_distance(flatten_patches(features), self.memory, k=self.config.num_neighbors)
+            patch_scores = patch_scores.view(b, h, w)
         maps = upsample_and_blur(patch_scores, images.shape[-2:], self.config.blur_sigma)
         source = patch_scores if self.config.image_score == "patch_max" else maps
         return Prediction(scores=source.flatten(1).max(dim=1).values, maps=maps)

@@ -207,3 +207,47 @@ def test_trained_members_join_only_when_asked_or_named():
     only_trained = FitContext(context.device, context.generator, context.features, members={"gcad": members["gcad"]})
     with pytest.raises(RuntimeError, match="trained_members=true"):
         Fusion(FusionConfig()).fit(support, category="toy", context=only_trained)
+
+
+def test_geomean_scale_by_hand_and_the_holdout_scale_unchanged():
+    from methods.augment import augmented_views
+    from methods.fusion import HOLDOUT_VIEWS
+    support = torch.rand(1, 3, 32, 32)
+    fitted = {}
+    for scale in ("geomean", "holdout"):
+        fusion = Fusion(FusionConfig(scale=scale))
+        fusion.fit(support, category="toy", context=_context({"patchcore": Spy()}))
+        fitted[scale] = fusion.score_stats["patchcore"]
+    # by hand: the cell's stream gives the pseudo seed, then the held-out views (k = 1); the scale's views come
+    # from a stream of their own seeded from the pseudo seed
+    cell = torch.Generator().manual_seed(0)
+    pseudo_seed = int(torch.randint(2**62, (1,), generator=cell))
+    held_out = augmented_views(support, 4, HOLDOUT_VIEWS, cell).mean(dim=(1, 2, 3)).double()
+    views = augmented_views(support, 4, HOLDOUT_VIEWS, torch.Generator().manual_seed(pseudo_seed + 1))
+    view_scores = views.mean(dim=(1, 2, 3)).double()
+    assert float(fitted["holdout"].scale) == pytest.approx(float(held_out.std(correction=0)), rel=1e-6)
+    expected = (held_out.std(correction=0) * view_scores.std(correction=0)).sqrt()
+    assert float(fitted["geomean"].scale) == pytest.approx(float(expected), rel=1e-6)
+    assert float(fitted["geomean"].scale) != pytest.approx(float(fitted["holdout"].scale), rel=1e-3)
+    assert float(fitted["geomean"].mean) == pytest.approx(float(fitted["holdout"].mean), rel=1e-9)
+
+
+def test_an_unknown_scale_is_refused():
+    with pytest.raises(ValueError, match="fusion scale 'median'"):
+        Fusion(FusionConfig(scale="median"))
+
+
+def test_recorded_spreads_leave_the_fused_scores_alone_and_give_back_the_scale():
+    torch.manual_seed(0)
+    support, test = torch.rand(3, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    setting = _setting()
+    member = fit_method(build_variant("patchcore"), support, setting)
+    plain, recorded = (fit_method(build_variant(spec), support, setting, {"patchcore": member}).method
+                       for spec in ("fusion", "fusion:record_spreads=true"))
+    assert torch.equal(plain.predict(test).scores, recorded.predict(test).scores)
+    spreads = recorded.info()["spreads"]["patchcore"]
+    assert len(spreads["held_out"]) == 3 and len(spreads["views"]) == 12 and len(spreads["pseudo"]) == 3
+    held_out, views = torch.tensor(spreads["held_out"]), torch.tensor(spreads["views"])
+    expected = (held_out.std(correction=0) * views.std(correction=0)).sqrt()
+    assert float(recorded.score_stats["patchcore"].scale) == pytest.approx(float(expected), rel=1e-5)
+    assert "spreads" not in plain.info()

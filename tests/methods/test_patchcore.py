@@ -4,6 +4,8 @@ import torch.nn.functional as F
 from methods import create_method
 from methods.backbones import FeatureCache
 from methods.base import FitContext
+from methods.cache import ContentCache
+from methods.common import flatten_patches, nearest_distance, nearest_distances
 
 
 def _context(seed=0):
@@ -97,7 +99,12 @@ def test_concat_without_padding_is_the_previous_aggregation():
 class _PixelFeatures:
     """A stand-in feature cache whose only level is the image itself (3 channels at the input grid)."""
 
-    def get(self, backbone, images, levels):
+    def __init__(self):
+        self.store = ContentCache(1 << 30)
+        self.calls = 0  # images asked for
+
+    def get(self, backbone, images, levels, digests=None):
+        self.calls += len(images)
         return [images]
 
 
@@ -128,3 +135,33 @@ def test_previous_behaviour_is_one_spec_away():
     assert (default.pretrain_dim, default.target_dim) == (112, 112)
     paper = create_method("patchcore", preset="paper").config
     assert (paper.pretrain_dim, paper.target_dim) == (1024, 1024)
+
+
+def test_nearest_distances_match_cdist_and_come_sorted():
+    torch.manual_seed(0)
+    queries, memory = torch.randn(300, 16) * 5, torch.randn(50, 16) * 5
+    reference = torch.cdist(queries.double(), memory.double()).sort(dim=1).values
+    for n in (1, 3):
+        nearest = nearest_distances(queries, memory, n, chunk=64)
+        assert torch.allclose(nearest.double(), reference[:, :n], rtol=1e-5, atol=1e-4)
+    assert nearest_distances(queries, memory[:2], 5).shape == (300, 2)  # at most the memory's size
+
+
+@pytest.mark.parametrize("neighbours", [1, 3])
+def test_distances_per_support_image_equal_the_whole_memory_and_nested_supports_reuse_them(neighbours):
+    torch.manual_seed(1)
+    support, test = torch.rand(4, 3, 24, 24), torch.rand(5, 3, 24, 24)
+    features = _PixelFeatures()
+    spec = f"patchcore:patch_size=1,levels=2,pretrain_dim=3,target_dim=3,num_neighbors={neighbours}"
+    cells = {}
+    for k in (2, 4):  # nested, as the VAND sampling draws them
+        method = create_method(spec, preset="offline")
+        method.fit(support[:k], category="toy", context=FitContext(torch.device("cpu"), torch.Generator(), features))
+        entries = len(features.store._entries)
+        cells[k] = method.predict(test).scores
+        assert len(features.store._entries) - entries == 10  # new pairs only: 5 test images x 2 new supports
+        whole = nearest_distance(flatten_patches(test), method.memory, k=neighbours).view(5, -1).max(dim=1).values
+        assert torch.allclose(cells[k], whole, rtol=1e-5, atol=1e-5)
+    calls = features.calls
+    method.predict(test)  # every pair cached: the test images' features are not even asked for
+    assert features.calls == calls

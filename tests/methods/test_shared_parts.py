@@ -140,3 +140,27 @@ def test_pseudo_anomalies_change_exactly_their_mask_with_a_region_of_the_image()
     assert {round(v, 4) for v in pasted.flatten().tolist()} <= {round(v, 4) for v in images[0].flatten().tolist()}
     again, _ = pseudo_anomalies(images, config, torch.Generator().manual_seed(3))
     assert torch.equal(out, again)  # the generator alone decides
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 256, 256, 4.0), (7, 11, 40, 64, 4.0), (9, 9, 36, 36, 0.0),
+                                   (28, 28, 224, 224, 2.0)])
+def test_upsample_and_blur_is_bilinear_upsampling_then_the_blur(shape):
+    import torch.nn.functional as F
+
+    from methods.common import gaussian_blur, upsample_and_blur
+    h, w, height, width, sigma = shape
+    torch.manual_seed(0)
+    scores = torch.rand(3, h, w) * 10
+    upsampled = F.interpolate(scores.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)
+    reference = gaussian_blur(upsampled.squeeze(1), sigma)
+    assert torch.allclose(upsample_and_blur(scores, (height, width), sigma), reference, atol=1e-5)
+
+
+def test_gaussian_blur_keeps_a_constant_map_and_the_mass_of_a_peak():
+    from methods.common import gaussian_blur
+    constant = torch.full((1, 40, 40), 3.0)
+    assert torch.allclose(gaussian_blur(constant, 4.0), constant, atol=1e-5)
+    peak = torch.zeros(1, 41, 41)
+    peak[0, 20, 20] = 1.0
+    blurred = gaussian_blur(peak, 2.0)
+    assert float(blurred.sum()) == pytest.approx(1.0, abs=1e-5) and float(blurred[0, 20, 20]) == blurred.max()

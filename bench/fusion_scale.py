@@ -1,0 +1,136 @@
+"""Fusion's member scale on the procedural dev split: every candidate scale (and the combiners tried with them)
+re-fused from the held-out, views and pseudo-anomaly scores that `fusion:record_spreads=true` keeps in method_info.
+
+A fused score is sum_m w_m (s_m - mean_m) / scale_m over the members m, so within one cell only the scales and
+weights move the ranking (the means shift every test image alike). Each candidate below is a rule for scale_m
+(and w_m) computed from what the member scored before the test set: its held-out normals (leave-one-out for the
+cheap-fit members, views at k = 1), views of the supports scored by the member fitted in the cell, and
+pseudo-anomalous versions of the held-out images. `oracle` takes each member's std on the cell's normal test
+images: a diagnosis of how much a better scale could give, never a candidate.
+
+Run on a dev run folder only (settings are chosen there, never on a reported split):
+`.venv/bin/python -m bench.fusion_scale runs/dev_geo --variant fusion:record_spreads=true --section fusion_scale_dev
+--title "..."`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.fusion_design import _metrics
+from bench.markdown import add_section_arguments, write_tables
+from methods.registry import parse_spec
+from runfolder.schema import RunPaths, variant_dirname
+
+Spreads = dict[str, np.ndarray]  # held_out, views, pseudo: one member's scores before the test set
+
+
+def _std(values: np.ndarray) -> float:
+    return float(np.std(values)) or 1.0  # constant scores: shifted only, as fusion's Standardiser
+
+
+def _gap(spreads: Spreads) -> float:
+    return max(float(spreads["pseudo"].mean() - spreads["held_out"].mean()), 1e-12)
+
+
+SCALES: dict[str, Callable[[Spreads], float]] = {
+    "held-out std": lambda s: _std(s["held_out"]),
+    "views std": lambda s: _std(s["views"]),
+    "geometric mean of held-out and views std": lambda s: float(np.sqrt(_std(s["held_out"]) * _std(s["views"]))),
+    "root-sum-square of held-out and views std": lambda s: float(np.hypot(_std(s["held_out"]), _std(s["views"]))),
+    "pooled std (held-out and views, each centred)": lambda s: _std(np.concatenate(
+        [s["held_out"] - s["held_out"].mean(), s["views"] - s["views"].mean()])),
+    "pseudo-anomaly gap (mean pseudo - mean held-out)": _gap,
+    "pseudo-anomaly gap + held-out std": lambda s: _gap(s) + _std(s["held_out"]),
+    "pseudo-anomaly std": lambda s: _std(s["pseudo"]),
+}
+# weights from the pseudo-anomaly gap: w = gap / scale (with z = (s - mean) / scale: Fisher's discriminant for
+# independent members), each with the scale it divides by
+LDA_SCALES = ("held-out std", "views std", "geometric mean of held-out and views std")
+
+
+def candidates(spreads: dict[str, Spreads], scores: dict[str, np.ndarray], normal: np.ndarray
+               ) -> dict[str, np.ndarray]:
+    """Every candidate's fused score of the cell's test images (members' raw scores in `scores`)."""
+    out = {}
+    for name, rule in {**SCALES, "oracle: std on the normal test images (diagnosis)":
+                       None}.items():
+        z = np.stack([(scores[m] - spreads[m]["held_out"].mean())
+                      / (rule(spreads[m]) if rule else _std(scores[m][normal])) for m in scores])
+        out[f"{name}; sum"] = z.sum(0)
+        out[f"{name}; sum + max"] = z.sum(0) + z.max(0)
+    for name in LDA_SCALES:
+        z = np.stack([(scores[m] - spreads[m]["held_out"].mean()) * _gap(spreads[m]) / SCALES[name](spreads[m]) ** 2
+                      for m in scores])
+        out[f"{name}; sum weighted by gap / scale"] = z.sum(0)
+    return out
+
+
+def refused(run_dirs: list[Path], variant: str) -> pd.DataFrame:
+    """One row per (candidate, cell) and per (member alone, cell): AUROC logical / structural and F1-max."""
+    rows = []
+    for run_dir in run_dirs:
+        paths = RunPaths(run_dir)
+        results = pd.read_csv(paths.results)
+        results = results[(results["status"] == "ok") & (results["method"] == variant)]
+        for r in results.itertuples():
+            info = json.loads(r.method_info)
+            if "spreads" not in info:
+                raise SystemExit(f"{run_dir}: {variant} has no recorded spreads (run it with record_spreads=true)")
+            frame = pd.read_csv(paths.scores(variant_dirname(variant), int(r.k), int(r.seed), r.category),
+                                dtype={"image": str, "kind": str, "path": str})
+            stats = info["stats"]
+            scores = {m: frame[f"z_{m}"].to_numpy() * stats[m]["std"] + stats[m]["mean"] for m in info["fused"]}
+            spreads = {m: {key: np.asarray(v) for key, v in info["spreads"][m].items()} for m in info["fused"]}
+            key = {"category": r.category, "k": int(r.k), "seed": int(r.seed)}
+            normal = frame["label"].to_numpy() == 0
+            for name, fused in candidates(spreads, scores, normal).items():
+                rows.append({**key, "candidate": name, **_metrics(frame, fused)})
+            for member, raw in scores.items():
+                rows.append({**key, "candidate": f"{member} alone", **_metrics(frame, raw)})
+    return pd.DataFrame(rows)
+
+
+def table(frame: pd.DataFrame) -> list[str]:
+    """Markdown rows: each candidate's mean over cells per k, and its largest shortfall from the best member."""
+    metrics = ["logical", "structural", "f1_max"]
+    summary = frame.groupby(["candidate", "k"])[metrics].mean()
+    alone = summary[summary.index.get_level_values("candidate").str.endswith(" alone")]
+    best = alone.groupby("k").max()
+    cells = frame.groupby("k")[["category", "seed"]].apply(lambda f: len(f.drop_duplicates())).to_dict()
+    ks = sorted(best.index)
+    lines = ["| candidate | " + " | ".join(f"k={k}: log. / str. / F1" for k in ks)
+             + " | largest shortfall from the best member |",
+             "|---|" + "---|" * len(ks) + "---|"]
+    order = []
+    for candidate, per_k in summary.groupby(level="candidate"):
+        per_k = per_k.droplevel("candidate")
+        shortfall = float((best - per_k[metrics]).to_numpy().max())
+        order.append((candidate.endswith(" alone"), shortfall, candidate, per_k))
+    for is_member, shortfall, candidate, per_k in sorted(order, key=lambda o: (o[0], o[1])):
+        values = " | ".join(" / ".join(f"{per_k.loc[k, m]:.3f}" for m in metrics) for k in ks)
+        lines.append(f"| {candidate} | {values} | {'' if is_member else f'{shortfall:+.3f}'} |")
+    lines += ["", "Best member per k (logical / structural / F1-max): "
+              + "; ".join(f"k={k}: " + " / ".join(f"{best.loc[k, m]:.3f}" for m in metrics) for k in ks)
+              + f". Cells per k: {', '.join(f'{cells[k]}' for k in ks)} (categories x seeds)."]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", type=Path, nargs="+", help="dev run folders (shards of one run)")
+    parser.add_argument("--variant", default="fusion:record_spreads=true")
+    add_section_arguments(parser)
+    args = parser.parse_args()
+    if parse_spec(args.variant)[0] != "fusion":
+        parser.error(f"--variant {args.variant}: not a fusion variant")
+    write_tables(args, table(refused(args.run_dirs, args.variant)))
+
+
+if __name__ == "__main__":
+    main()
