@@ -1,5 +1,5 @@
 """Command line of the leaderboard package: `python -m leaderboard show|report RUN_DIR`, `compare RUN_A RUN_B`,
-`paired RUN --a X --b Y [--preset P] [--run-b RUN_B]`."""
+`paired RUN --a X --b Y [--preset P] [--run-b RUN_B] [--k K ...] [--metric M ...]`."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from leaderboard.aggregate import read_results
 from leaderboard.compare import compare, compare_paired, print_comparison, anomaly_shots_note
-from leaderboard.paired import paired, print_paired
+from leaderboard.paired import PAIRED_METRICS, paired, print_paired
 from leaderboard.merge import merge
 from leaderboard.show import show, write_report
 
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     test.add_argument("--b", required=True, help="method B")
     test.add_argument("--preset", help="the preset of both, when a method ran under several")
     test.add_argument("--run-b", type=Path, help="take method B from this run folder instead")
+    test.add_argument("--k", type=int, nargs="+", default=[], help="only the cells of these shot counts")
+    test.add_argument("--metric", nargs="+", default=list(PAIRED_METRICS),
+                      help="results.csv columns to compare (default: image_auroc f1_max; e.g. image_auroc_logical)")
     merging = commands.add_parser("merge", help="merge shard run folders into one")
     merging.add_argument("out", type=Path)
     merging.add_argument("runs", type=Path, nargs="+")
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "paired":
             results = read_results(args.run_dir)
             other = read_results(args.run_b) if args.run_b else None
-            print_paired(paired(results, args.a, args.b, other, args.preset), console, f"{args.a} − {args.b}")
+            table = paired(results, args.a, args.b, other, args.preset, tuple(args.k), tuple(args.metric))
+            print_paired(table, console, f"{args.a} − {args.b}" + (f", k = {' '.join(map(str, args.k))}" if args.k else ""))
         else:
             if (note := anomaly_shots_note(args.run_a, args.run_b)) is not None:
                 console.print(f"[yellow]{escape(note)}[/yellow]", highlight=False, soft_wrap=True)

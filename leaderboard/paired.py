@@ -6,8 +6,9 @@ are left out and counted (`only_a`, `only_b`); a matched cell where the metric d
 method is left out and counted (`undefined`). On the n remaining cells, with d = A − B per cell
 (`metrics.bootstrap.paired_comparison`): the mean difference, its 95 % percentile interval from a
 paired bootstrap over the cells (1000 resamples, seed 0), and the two-sided Wilcoxon signed-rank test's
-p-value (scipy.stats.wilcoxon). `python -m leaderboard paired RUN --a X --b Y` prints it; report.md has
-fusion − each member.
+p-value (scipy.stats.wilcoxon). `python -m leaderboard paired RUN --a X --b Y [--k K ...] [--metric M ...]`
+prints it (on the cells of those k, for those results.csv columns: image AUROC and F1-max by default); report.md
+has fusion − each member.
 """
 from __future__ import annotations
 
@@ -61,14 +62,21 @@ def paired_table(cells_a: pd.DataFrame, cells_b: pd.DataFrame, a: str, b: str,
 
 
 def paired(results_a: pd.DataFrame, a: str, b: str, results_b: pd.DataFrame | None = None,
-           preset: str | None = None) -> pd.DataFrame:
-    """Method `a` (of `results_a`) vs method `b` (of `results_b`, or the same results), A − B."""
+           preset: str | None = None, shots: tuple[int, ...] = (),
+           metrics: tuple[str, ...] = PAIRED_METRICS) -> pd.DataFrame:
+    """Method `a` (of `results_a`) vs method `b` (of `results_b`, or the same results), A − B, on the cells with
+    k in `shots` (empty: every k), for each of `metrics` (results.csv columns)."""
     results_b = results_a if results_b is None else results_b
     cells_a, cells_b = method_cells(results_a, a, preset), method_cells(results_b, b, preset)
+    if shots:
+        cells_a, cells_b = cells_a[cells_a["k"].isin(shots)], cells_b[cells_b["k"].isin(shots)]
+    where = (f" under preset {preset!r}" if preset else "") + (f" at k = {', '.join(map(str, shots))}" if shots else "")
     if cells_a.empty or cells_b.empty:
-        missing = a if cells_a.empty else b
-        raise ValueError(f"method {missing!r} has no ok cells" + (f" under preset {preset!r}" if preset else ""))
-    return paired_table(cells_a, cells_b, a, b)
+        raise ValueError(f"method {a if cells_a.empty else b!r} has no ok cells{where}")
+    unknown = [m for m in metrics if m not in cells_a.columns or m not in cells_b.columns]
+    if unknown:
+        raise ValueError(f"--metric {', '.join(unknown)}: not a results.csv column")
+    return paired_table(cells_a, cells_b, a, b, metrics)
 
 
 def fusion_members(results: pd.DataFrame) -> list[tuple[str, str, str]]:

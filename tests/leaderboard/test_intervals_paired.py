@@ -137,3 +137,20 @@ def test_compare_prints_paired_rows(run_dir, tmp_path, capsys):
     assert main(["compare", str(run_dir), str(other)]) == 0
     out = capsys.readouterr().out
     assert "paired per method" in out
+
+
+def test_paired_on_some_shot_counts_and_other_metrics(run_dir, capsys):
+    results = pd.read_csv(RunPaths(run_dir).results)
+    results["image_auroc_logical"] = results["image_auroc"] - 0.1 * results["k"]
+    table = paired(results, "fusion", "patchcore", shots=(2,), metrics=("image_auroc_logical",)).set_index("metric")
+    row = table.loc["image_auroc_logical"]
+    k2 = results[results["k"] == 2].pivot_table(index=["category", "seed"], columns="method",
+                                                  values="image_auroc_logical")
+    d = (k2["fusion"] - k2["patchcore"]).to_numpy()
+    assert list(table.index) == ["image_auroc_logical"] and row.n_cells == 4  # 2 categories x 2 seeds at k = 2
+    assert row.mean_diff == pytest.approx(d.mean()) and row.p_value == pytest.approx(wilcoxon(d).pvalue)
+    assert main(["paired", str(run_dir), "--a", "fusion", "--b", "patchcore", "--k", "1", "--metric", "f1_max"]) == 0
+    out = capsys.readouterr().out
+    assert "k = 1" in out and "f1_max" in out and "image_auroc " not in out
+    assert main(["paired", str(run_dir), "--a", "fusion", "--b", "patchcore", "--k", "8"]) == 2  # no cell at k = 8
+    assert main(["paired", str(run_dir), "--a", "fusion", "--b", "patchcore", "--metric", "nope"]) == 2
