@@ -95,12 +95,12 @@ SCALES = get_args(Scale)
 # views than on aligned normal test images and weighs too little), never a flip (a flip swaps slots in layout
 # categories, part_slots and breakfast_box: a logic-aware member would score those views as anomalous).
 HOLDOUT_VIEWS = AugmentConfig(max_degrees=0.0, brightness=0.1, contrast=0.1)  # the defaults of the two options below
+PSEUDO_ANOMALIES = PseudoAnomalyConfig()
 
 
 def holdout_views(config: "FusionConfig") -> AugmentConfig:
     """The views' augmentation: rotation up to `view_degrees`, brightness and contrast jitter `view_jitter`."""
     return AugmentConfig(max_degrees=config.view_degrees, brightness=config.view_jitter, contrast=config.view_jitter)
-PSEUDO_ANOMALIES = PseudoAnomalyConfig()
 
 
 @dataclass(frozen=True)
@@ -237,15 +237,15 @@ class Fusion:
         pseudo = None
         if weigh_by_pseudo or self.config.record_spreads:
             pseudo = torch.Generator().manual_seed(stream_seed)
+        views = None  # the scale's views: the same for every member
+        if self.config.scale == "geomean" or self.config.record_spreads:
+            views = augmented_views(support, self.config.views * len(support), holdout_views(self.config),
+                                    torch.Generator().manual_seed(stream_seed + 1))
         with torch.no_grad():
             for spec, member in chosen.items():
                 self.holdout_used[spec], held, anomalous = self._holdout(member, support, category, context, pseudo)
                 self.score_stats[spec] = Standardiser.fit(held.scores.double())
-                view_scores = None
-                if self.config.scale == "geomean" or self.config.record_spreads:  # every member: the same views
-                    views = augmented_views(support, self.config.views * len(support), holdout_views(self.config),
-                                            torch.Generator().manual_seed(stream_seed + 1))
-                    view_scores = member.method.predict(views).scores.double()
+                view_scores = None if views is None else member.method.predict(views).scores.double()
                 if self.config.scale == "geomean":
                     self.score_stats[spec] = geometric_scale(self.score_stats[spec], view_scores)
                 if held.maps is not None:

@@ -112,7 +112,8 @@ class PatchCore:
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
         self._context = context
-        features = self._patch_features(support)
+        digests = [image_digest(image) for image in support]
+        features = self._patch_features(support, digests)
         self._grid = tuple(features.shape[-2:])
         patches = flatten_patches(features)
         self._support_patches = None
@@ -120,14 +121,15 @@ class PatchCore:
             count = max(1, int(len(patches) * self.config.coreset_ratio))
             patches = patches[greedy_coreset(patches, count, context.generator).to(patches.device)]
         else:
-            self._support_patches = [(image_digest(image), flatten_patches(features[i:i + 1]))
-                                     for i, image in enumerate(support)]
+            # each image's own flattened view, not slices of `memory`: the layout decides how the distances' matrix
+            # product rounds, and these are the numbers measured (slices move scores by ~1e-5)
+            self._support_patches = [(digest, flatten_patches(features[i:i + 1])) for i, digest in enumerate(digests)]
         self.memory = patches
 
     def _nearest_by_support_image(self, images: torch.Tensor) -> torch.Tensor:
         """Patch scores [b,h,w]: each test patch's nearest distances to every support image (kept in the run's
         content cache per test image, support image and configuration), merged over the cell's support images."""
-        store, n = self._context.features.store, self.config.num_neighbors
+        store, n, tag = self._context.features.store, self.config.num_neighbors, repr(self.config)
         digests = [image_digest(image) for image in images]
         features: list[torch.Tensor] = []  # the test images' patch features, computed only if a pair is missing
 
@@ -139,8 +141,8 @@ class PatchCore:
                 return [rows.clone() for rows in nearest.view(len(indices), -1, nearest.shape[1])]
             return compute
 
-        per_support = [torch.stack(store.get_many([("patchcore_nearest", repr(self.config), test, support)
-                                                   for test in digests], distances_to(patches)))
+        per_support = [torch.stack(store.get_many([("patchcore_nearest", tag, test, support) for test in digests],
+                                                  distances_to(patches)))
                        for support, patches in self._support_patches]
         merged = torch.cat(per_support, dim=2)  # [b, h*w, n per support image]
         nearest = merged.topk(min(n, merged.shape[2]), dim=2, largest=False).values
