@@ -52,7 +52,7 @@ def main() -> None:
     add_section_arguments(parser)
     args = parser.parse_args()
     m = _board(args.run_m)
-    shots = int(pd.read_csv(RunPaths(args.run_m).leaderboard)["anomaly_shots"].max())
+    shots = int(m["anomaly_shots"].max())  # one m per run folder
     category = m.reset_index()["category"].iloc[0]
     write_tables(args, [f"Mean ± std (ddof=1) over seeds; category: {category}; "
                         "fit / predict: seconds per cell.", "", *table(_board(args.run_m0), m, shots)])

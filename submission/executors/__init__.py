@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from dataclasses import dataclass
-from numbers import Integral
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from submission.errors import HarnessError
+from submission.option_checks import choice, numbers
 
 if TYPE_CHECKING:
     from methods.backbones import FeatureCache
@@ -41,22 +41,18 @@ class ExecutorConfig:
 
     def validate(self) -> None:
         """Raise a one-line `HarnessError` naming the first option that cannot be used (a missing extra too)."""
-        if self.name not in EXECUTORS:
-            raise HarnessError(f"--executor {self.name!r}: choose one of {', '.join(EXECUTORS)}")
+        choice("--executor", self.name, EXECUTORS)
         for option, value in (("--cpus-per-worker", self.cpus_per_worker), ("--slurm-time", self.slurm_time_min),
                               *((("--workers", self.workers),) if self.workers is not None else ())):
-            if not _is_int(value) or value < 1:
-                raise HarnessError(f"{option} {value!r}: must be an integer >= 1")
-        if not _is_int(self.retries) or self.retries < 0:
-            raise HarnessError(f"--retries {self.retries!r}: must be an integer >= 0")
+            numbers(option, (value,), low=1)
+        numbers("--retries", (self.retries,), low=0)
         if self.workers is not None and self.name == "local":
             raise HarnessError(f"--workers {self.workers}: only with --executor ray or slurm")
         if self.ray_address is not None and self.name != "ray":
             raise HarnessError(f"--ray-address {self.ray_address}: only with --executor ray")
         if self.slurm_partition is not None and self.name != "slurm":
             raise HarnessError(f"--slurm-partition {self.slurm_partition}: only with --executor slurm")
-        if self.slurm_cluster not in SLURM_CLUSTERS:
-            raise HarnessError(f"--slurm-cluster {self.slurm_cluster!r}: choose one of {', '.join(SLURM_CLUSTERS)}")
+        choice("--slurm-cluster", self.slurm_cluster, SLURM_CLUSTERS)
         if self.name in EXTRA:
             module, extra = EXTRA[self.name]
             if importlib.util.find_spec(module) is None:
@@ -65,10 +61,6 @@ class ExecutorConfig:
         if self.name == "slurm" and self.slurm_cluster == "slurm" and shutil.which("sbatch") is None:
             raise HarnessError("--executor slurm: no Slurm here (sbatch not found); --slurm-cluster local runs the "
                                "job array as processes on this machine")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 Deliver = Callable[["CellResult"], None]
