@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runfolder.schema import COUNT_COLUMNS, LATER_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, TIMING_COLUMNS
+from runfolder.schema import (ANOMALY_SHOTS, COUNT_COLUMNS, EARLIER_COLUMNS, LATER_COLUMNS, METRIC_COLUMNS,
+                              RESULT_COLUMNS, TIMING_COLUMNS)
 
 
 class RunFolderError(ValueError):
@@ -49,7 +50,7 @@ def _row_problem(fields: list[str], header: tuple[str, ...]) -> str | None:
             return f"{column}={row[column]!r} is not an integer"
     if not row["status"]:
         return "empty status"
-    shots = row.get("anomaly_shots", LATER_COLUMNS["anomaly_shots"])
+    shots = row.get(ANOMALY_SHOTS, LATER_COLUMNS[ANOMALY_SHOTS])
     if shots and not shots.isdigit():  # empty: 0
         return f"anomaly_shots={shots!r} is not a count"
     for column in COUNT_COLUMNS + METRIC_COLUMNS + TIMING_COLUMNS:
@@ -103,7 +104,7 @@ def read_results_file(path: Path) -> ResultsFile:
         if is_last and not ends_complete:
             problem = problem or "no newline at its end"
         if header is None:
-            missing = [c for c in RESULT_COLUMNS if c not in fields and c not in LATER_COLUMNS]
+            missing = [c for c in EARLIER_COLUMNS if c not in fields]
             if problem is None and missing:
                 if not is_last:
                     raise RunFolderError(f"{path}, line {start}: the header lacks the columns {', '.join(missing)}")

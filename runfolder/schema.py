@@ -32,11 +32,12 @@ RESULT_COLUMNS: tuple[str, ...] = (
 # Columns added after the first release, at the end, with the value a results.csv written before them means:
 # a file whose header lacks them is read as if every row held that value (anomaly_shots: m labelled anomalies
 # per cell, `--anomaly-shots`; 0 = the VAND protocol).
-LATER_COLUMNS: dict[str, str] = {"anomaly_shots": "0"}
+ANOMALY_SHOTS = "anomaly_shots"  # the track's m, one value per run folder
+LATER_COLUMNS: dict[str, str] = {ANOMALY_SHOTS: "0"}
+EARLIER_COLUMNS: tuple[str, ...] = tuple(c for c in RESULT_COLUMNS if c not in LATER_COLUMNS)  # a first-release header
 METRIC_COLUMNS: tuple[str, ...] = RESULT_COLUMNS[RESULT_COLUMNS.index("image_auroc"):RESULT_COLUMNS.index("fit_s")]
 TIMING_COLUMNS: tuple[str, ...] = ("fit_s", "predict_s")
 COUNT_COLUMNS: tuple[str, ...] = ("n_good", "n_logical", "n_structural")
-ANOMALY_SHOTS = "anomaly_shots"  # the track's m, one value per run folder
 CELL_KEY: tuple[str, ...] = ("method", "preset", "category", "k", "seed")
 STATUSES: tuple[str, ...] = ("ok", "failed", "skipped")
 

@@ -103,7 +103,7 @@ def base_row(spec: str, preset: str, category: Category, k: int, seed: int, anom
 def failed_result(job: CellJob, task: CellTask, error: str, worker: str) -> CellResult:
     """A cell none of whose pending variants could run (its worker died every time it was tried): failed rows,
     so the run goes on and a rerun into the same folder tries the cell again."""
-    m = getattr(job.config, "anomaly_shots", 0)
+    m = job.config.anomaly_shots
     full = job.category(task.category)
     category = without_items(full, anomaly_indices(full.test, m, task.seed))
     info = json.dumps({"preset": job.preset, "error": error})

@@ -14,12 +14,11 @@ import numpy as np
 from PIL import Image
 
 from runfolder.reading import RunFolderError, read_json, read_results_file
-from runfolder.schema import (LATER_COLUMNS, MANIFEST_JSON, RESULT_COLUMNS, SCORE_COLUMNS, RunPaths, anomalies_key,
-                              cell_key, manifest_key)
+from runfolder.schema import (EARLIER_COLUMNS, LATER_COLUMNS, MANIFEST_JSON, RESULT_COLUMNS, SCORE_COLUMNS, RunPaths,
+                              anomalies_key, cell_key, manifest_key)
 from submission.errors import HarnessError
 
 
-_EARLIER_COLUMNS = tuple(c for c in RESULT_COLUMNS if c not in LATER_COLUMNS)  # results.csv before `anomaly_shots`
 
 
 def _warn(message: str) -> None:
@@ -68,7 +67,7 @@ class RunFolder:
             table = read_results_file(self.results)
         except RunFolderError as error:
             raise HarnessError(str(error)) from None
-        if table.header not in (RESULT_COLUMNS, _EARLIER_COLUMNS):  # a folder from before `anomaly_shots` resumes
+        if table.header not in (RESULT_COLUMNS, EARLIER_COLUMNS):  # a folder from before `anomaly_shots` resumes
             raise HarnessError(f"{self.results}: its columns differ from this harness's results.csv columns "
                                "(written by another version?); resume into a new --out")
         if table.torn_text is not None:

@@ -119,6 +119,10 @@ class CategoryLoader:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the background load, if any (waits for one in flight)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -224,7 +228,7 @@ class CellWorker:
 
     def close(self) -> None:
         """Wait for a background load, if any."""
-        self.loader.__exit__(None, None, None)
+        self.loader.close()
 
     def _data(self, name: str) -> CategoryData:
         category = self.job.category(name)
