@@ -36,7 +36,8 @@ def _metrics(frame: pd.DataFrame, score: np.ndarray) -> dict[str, float]:
     std over the normal test images."""
     parts = part_metrics(frame.assign(refused=score), "refused")
     logical, structural = parts["auroc_logical"], parts["auroc_structural"]
-    return {"logical": logical, "structural": structural, "mean": (logical + structural) / 2,
+    mean = None if logical is None or structural is None else (logical + structural) / 2  # one kind only: no mean
+    return {"logical": logical, "structural": structural, "mean": mean,
             "f1_max": f1_max(frame["label"], score), "normal_z_std": parts["normal_std"]}
 
 

@@ -11,19 +11,27 @@ images: a diagnosis of how much a better scale could give, never a candidate.
 Run on a dev run folder only (settings are chosen there, never on a reported split):
 `.venv/bin/python -m bench.fusion_scale runs/dev_geo --variant fusion:record_spreads=true --section fusion_scale_dev
 --title "..."`.
+
+`--oracle-subsets` is a diagnosis only, for any run (a reported one included, since nothing is chosen from it):
+every subset of the members fused with the oracle scale, from the `z_<member>` columns of the variant's score
+CSVs (no recorded spreads needed). It says whether any scale rule could bring equal-weight fusion up to its best
+member, or whether a weak member has to weigh less.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from bench.fusion_design import _metrics
 from bench.markdown import add_section_arguments, write_tables
+from methods.fusion import pseudo_weights, separation
 from methods.registry import parse_spec
 from runfolder.schema import RunPaths, variant_dirname
 
@@ -54,20 +62,45 @@ SCALES: dict[str, Callable[[Spreads], float]] = {
 LDA_SCALES = ("held-out std", "views std", "geometric mean of held-out and views std")
 
 
+def log_sum(z: np.ndarray) -> np.ndarray:
+    """Sum over members of sign(z) log(1 + |z|): a member's scale error becomes (for large |z|) a shift."""
+    return (np.sign(z) * np.log1p(np.abs(z))).sum(0)
+
+
+# how the members' z-scores (members x images) become one score; `log-sum` and `median` only with the scales in
+# ROBUST_SCALES (and the oracle), to keep the table short
+COMBINERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sum": lambda z: z.sum(0),
+    "sum + max": lambda z: z.sum(0) + z.max(0),
+    "log-sum": log_sum,
+    "median": lambda z: np.median(z, axis=0),
+}
+GEOMETRIC = "geometric mean of held-out and views std"  # fusion's default scale
+ROBUST_SCALES = ("held-out std", "views std", GEOMETRIC)
+ORACLE = "oracle: std on the normal test images (diagnosis)"
+
+
 def candidates(spreads: dict[str, Spreads], scores: dict[str, np.ndarray], normal: np.ndarray
                ) -> dict[str, np.ndarray]:
     """Every candidate's fused score of the cell's test images (members' raw scores in `scores`)."""
     out = {}
-    for name, rule in {**SCALES, "oracle: std on the normal test images (diagnosis)":
-                       None}.items():
+    for name, rule in {**SCALES, ORACLE: None}.items():
         z = np.stack([(scores[m] - spreads[m]["held_out"].mean())
                       / (rule(spreads[m]) if rule else _std(scores[m][normal])) for m in scores])
-        out[f"{name}; sum"] = z.sum(0)
-        out[f"{name}; sum + max"] = z.sum(0) + z.max(0)
+        for combiner, combine in COMBINERS.items():
+            if combiner in ("sum", "sum + max") or name in (*ROBUST_SCALES, ORACLE):
+                out[f"{name}; {combiner}"] = combine(z)
     for name in LDA_SCALES:
         z = np.stack([(scores[m] - spreads[m]["held_out"].mean()) * _gap(spreads[m]) / SCALES[name](spreads[m]) ** 2
                       for m in scores])
         out[f"{name}; sum weighted by gap / scale"] = z.sum(0)
+    # fusion's `weighting=pseudo`: each member weighed by how well it tells its held-out normals from their
+    # pseudo-anomalous versions (AUROC - 1/2), with the default scale
+    weights = pseudo_weights({m: separation(torch.from_numpy(spreads[m]["held_out"]),
+                                            torch.from_numpy(spreads[m]["pseudo"])) for m in scores})
+    geometric = SCALES[GEOMETRIC]
+    out[f"{GEOMETRIC}; sum weighted by pseudo-anomaly AUROC"] = sum(
+        weights[m] * (scores[m] - spreads[m]["held_out"].mean()) / geometric(spreads[m]) for m in scores)
     return out
 
 
@@ -96,10 +129,42 @@ def refused(run_dirs: list[Path], variant: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def oracle_subsets(z: dict[str, np.ndarray], normal: np.ndarray) -> dict[str, np.ndarray]:
+    """Every subset of two or more members fused with the oracle scale (each member's std on the normal test
+    images; a member's mean only shifts every image alike, so it is left out)."""
+    out = {}
+    for size in range(2, len(z) + 1):
+        for subset in itertools.combinations(z, size):
+            out[f"oracle (diagnosis): {' + '.join(subset)}; sum"] = sum(z[m] / _std(z[m][normal]) for m in subset)
+    return out
+
+
+def refused_oracle(run_dirs: list[Path], variant: str) -> pd.DataFrame:
+    """One row per (member subset fused with the oracle scale, cell) and per (member alone, cell)."""
+    rows = []
+    for run_dir in run_dirs:
+        paths = RunPaths(run_dir)
+        results = pd.read_csv(paths.results)
+        results = results[(results["status"] == "ok") & (results["method"] == variant)]
+        for r in results.itertuples():
+            frame = pd.read_csv(paths.scores(variant_dirname(variant), int(r.k), int(r.seed), r.category),
+                                dtype={"image": str, "kind": str, "path": str})
+            z = {m: frame[f"z_{m}"].to_numpy() for m in json.loads(r.method_info)["fused"]}
+            key = {"category": r.category, "k": int(r.k), "seed": int(r.seed)}
+            fused = {**oracle_subsets(z, frame["label"].to_numpy() == 0),
+                     **{f"{member} alone": values for member, values in z.items()}}
+            rows += [{**key, "candidate": name, **_metrics(frame, score)} for name, score in fused.items()]
+    return pd.DataFrame(rows)
+
+
+def _cell(value: float) -> str:
+    return "–" if np.isnan(value) else f"{value:.3f}"  # a kind of anomaly the data lacks
+
+
 def table(frame: pd.DataFrame) -> list[str]:
     """Markdown rows: each candidate's mean over cells per k, and its largest shortfall from the best member."""
     metrics = ["logical", "structural", "f1_max"]
-    summary = frame.groupby(["candidate", "k"])[metrics].mean()
+    summary = frame.groupby(["candidate", "k"])[metrics].mean().astype(float)  # a kind the data lacks: NaN
     alone = summary[summary.index.get_level_values("candidate").str.endswith(" alone")]
     best = alone.groupby("k").max()
     cells = frame.groupby("k")[["category", "seed"]].apply(lambda f: len(f.drop_duplicates())).to_dict()
@@ -110,13 +175,13 @@ def table(frame: pd.DataFrame) -> list[str]:
     order = []
     for candidate, per_k in summary.groupby(level="candidate"):
         per_k = per_k.droplevel("candidate")
-        shortfall = float((best - per_k[metrics]).to_numpy().max())
+        shortfall = float(np.nanmax((best - per_k[metrics]).to_numpy()))
         order.append((candidate.endswith(" alone"), shortfall, candidate, per_k))
     for is_member, shortfall, candidate, per_k in sorted(order, key=lambda o: (o[0], o[1])):
-        values = " | ".join(" / ".join(f"{per_k.loc[k, m]:.3f}" for m in metrics) for k in ks)
+        values = " | ".join(" / ".join(_cell(per_k.loc[k, m]) for m in metrics) for k in ks)
         lines.append(f"| {candidate} | {values} | {'' if is_member else f'{shortfall:+.3f}'} |")
     lines += ["", "Best member per k (logical / structural / F1-max): "
-              + "; ".join(f"k={k}: " + " / ".join(f"{best.loc[k, m]:.3f}" for m in metrics) for k in ks)
+              + "; ".join(f"k={k}: " + " / ".join(_cell(best.loc[k, m]) for m in metrics) for k in ks)
               + f". Cells per k: {', '.join(f'{cells[k]}' for k in ks)} (categories x seeds)."]
     return lines
 
@@ -125,11 +190,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", type=Path, nargs="+", help="dev run folders (shards of one run)")
     parser.add_argument("--variant", default="fusion:record_spreads=true")
+    parser.add_argument("--oracle-subsets", action="store_true",
+                        help="diagnosis only: every member subset fused with the oracle scale (any run)")
     add_section_arguments(parser)
     args = parser.parse_args()
     if parse_spec(args.variant)[0] != "fusion":
         parser.error(f"--variant {args.variant}: not a fusion variant")
-    write_tables(args, table(refused(args.run_dirs, args.variant)))
+    refuse = refused_oracle if args.oracle_subsets else refused
+    write_tables(args, table(refuse(args.run_dirs, args.variant)))
 
 
 if __name__ == "__main__":
