@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,28 +104,31 @@ def candidates(spreads: dict[str, Spreads], scores: dict[str, np.ndarray], norma
     return out
 
 
-def refused(run_dirs: list[Path], variant: str) -> pd.DataFrame:
-    """One row per (candidate, cell) and per (member alone, cell): AUROC logical / structural and F1-max."""
-    rows = []
+def _cells(run_dirs: list[Path], variant: str) -> Iterator[tuple[Path, dict, dict, pd.DataFrame]]:
+    """Each finished cell of `variant`: its run folder, key (category, k, seed), method_info and score CSV."""
     for run_dir in run_dirs:
         paths = RunPaths(run_dir)
         results = pd.read_csv(paths.results)
         results = results[(results["status"] == "ok") & (results["method"] == variant)]
         for r in results.itertuples():
-            info = json.loads(r.method_info)
-            if "spreads" not in info:
-                raise SystemExit(f"{run_dir}: {variant} has no recorded spreads (run it with record_spreads=true)")
             frame = pd.read_csv(paths.scores(variant_dirname(variant), int(r.k), int(r.seed), r.category),
                                 dtype={"image": str, "kind": str, "path": str})
-            stats = info["stats"]
-            scores = {m: frame[f"z_{m}"].to_numpy() * stats[m]["std"] + stats[m]["mean"] for m in info["fused"]}
-            spreads = {m: {key: np.asarray(v) for key, v in info["spreads"][m].items()} for m in info["fused"]}
             key = {"category": r.category, "k": int(r.k), "seed": int(r.seed)}
-            normal = frame["label"].to_numpy() == 0
-            for name, fused in candidates(spreads, scores, normal).items():
-                rows.append({**key, "candidate": name, **_metrics(frame, fused)})
-            for member, raw in scores.items():
-                rows.append({**key, "candidate": f"{member} alone", **_metrics(frame, raw)})
+            yield run_dir, key, json.loads(r.method_info), frame
+
+
+def refused(run_dirs: list[Path], variant: str) -> pd.DataFrame:
+    """One row per (candidate, cell) and per (member alone, cell): AUROC logical / structural and F1-max."""
+    rows = []
+    for run_dir, key, info, frame in _cells(run_dirs, variant):
+        if "spreads" not in info:
+            raise SystemExit(f"{run_dir}: {variant} has no recorded spreads (run it with record_spreads=true)")
+        stats = info["stats"]
+        scores = {m: frame[f"z_{m}"].to_numpy() * stats[m]["std"] + stats[m]["mean"] for m in info["fused"]}
+        spreads = {m: {name: np.asarray(v) for name, v in info["spreads"][m].items()} for m in info["fused"]}
+        fused = {**candidates(spreads, scores, frame["label"].to_numpy() == 0),
+                 **{f"{member} alone": raw for member, raw in scores.items()}}
+        rows += [{**key, "candidate": name, **_metrics(frame, score)} for name, score in fused.items()]
     return pd.DataFrame(rows)
 
 
@@ -142,18 +145,11 @@ def oracle_subsets(z: dict[str, np.ndarray], normal: np.ndarray) -> dict[str, np
 def refused_oracle(run_dirs: list[Path], variant: str) -> pd.DataFrame:
     """One row per (member subset fused with the oracle scale, cell) and per (member alone, cell)."""
     rows = []
-    for run_dir in run_dirs:
-        paths = RunPaths(run_dir)
-        results = pd.read_csv(paths.results)
-        results = results[(results["status"] == "ok") & (results["method"] == variant)]
-        for r in results.itertuples():
-            frame = pd.read_csv(paths.scores(variant_dirname(variant), int(r.k), int(r.seed), r.category),
-                                dtype={"image": str, "kind": str, "path": str})
-            z = {m: frame[f"z_{m}"].to_numpy() for m in json.loads(r.method_info)["fused"]}
-            key = {"category": r.category, "k": int(r.k), "seed": int(r.seed)}
-            fused = {**oracle_subsets(z, frame["label"].to_numpy() == 0),
-                     **{f"{member} alone": values for member, values in z.items()}}
-            rows += [{**key, "candidate": name, **_metrics(frame, score)} for name, score in fused.items()]
+    for _, key, info, frame in _cells(run_dirs, variant):
+        z = {m: frame[f"z_{m}"].to_numpy() for m in info["fused"]}
+        fused = {**oracle_subsets(z, frame["label"].to_numpy() == 0),
+                 **{f"{member} alone": values for member, values in z.items()}}
+        rows += [{**key, "candidate": name, **_metrics(frame, score)} for name, score in fused.items()]
     return pd.DataFrame(rows)
 
 
