@@ -37,17 +37,20 @@ def _vm_hwm_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def cpu_model() -> str:
-    """CPU model name and core count, e.g. `AMD EPYC (2 cores)`."""
-    name = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{name} ({os.cpu_count()} cores)"
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_model() -> str:
+    """CPU model name and core count, e.g. `AMD EPYC (2 cores)`."""
+    return f"{cpu_name()} ({os.cpu_count()} cores)"
 
 
 def describe_device(device: str) -> dict[str, Any]:

@@ -22,22 +22,12 @@ import pandas as pd
 import torch
 from rich.console import Console
 
+from bench.child_run import cpu_name
 from bench.markdown import write_section
 from runfolder.schema import METRIC_COLUMNS, TIMING_COLUMNS, RunPaths
 from submission.config import RunConfig
 from submission.executors import ExecutorConfig
 from submission.runner import run
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def results(run_dir: Path) -> pd.DataFrame:

@@ -52,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             table = paired(results, args.a, args.b, other, args.preset, tuple(args.k), tuple(args.metric))
             print_paired(table, console, f"{args.a} − {args.b}" + (f", k = {' '.join(map(str, args.k))}" if args.k else ""))
         else:
-            if (note := anomaly_shots_note(args.run_a, args.run_b)) is not None:
+            results_a, results_b = read_results(args.run_a), read_results(args.run_b)
+            if (note := anomaly_shots_note(results_a, results_b)) is not None:
                 console.print(f"[yellow]{escape(note)}[/yellow]", highlight=False, soft_wrap=True)
-            print_comparison(compare(args.run_a, args.run_b), console)
-            print_paired(compare_paired(args.run_a, args.run_b), console, "paired per method, B − A")
+            print_comparison(compare(results_a, results_b), console)
+            print_paired(compare_paired(results_a, results_b), console, "paired per method, B − A")
     except (OSError, ValueError) as error:  # RunFolderError (a ValueError): a missing or malformed run-folder file
         console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2

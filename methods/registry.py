@@ -50,10 +50,9 @@ class MethodEntry:
 _REGISTRY: dict[str, MethodEntry] = {}
 
 
-def register(name: str, *, config: type, presets: dict[str, Any], summary: str, trains: bool = False,
-             uses_auxiliary: bool = False, needs_fitted: bool = False, cheap_fit: bool = False,
-             uses_anomalies: bool = False) -> Callable:
-    """Decorator: register a factory `f(config) -> Method` under `name` with its presets."""
+def register(name: str, *, config: type, presets: dict[str, Any], summary: str, **flags: bool) -> Callable:
+    """Decorator: register a factory `f(config) -> Method` under `name` with its presets and `MethodEntry`'s
+    flags (`trains`, `cheap_fit`, ...; an unknown one is a TypeError at import)."""
     if set(presets) != set(PRESETS):
         raise ValueError(f"{name}: presets must be exactly {PRESETS}")
     for preset, preset_config in presets.items():  # a broken preset is a bug: fail at import, not in a cell
@@ -62,8 +61,7 @@ def register(name: str, *, config: type, presets: dict[str, Any], summary: str, 
         check_config(preset_config, f"{name} preset {preset!r}")
 
     def decorate(factory: Callable[..., Method]) -> Callable[..., Method]:
-        _REGISTRY[name] = MethodEntry(name, factory, config, presets, summary, trains, uses_auxiliary, needs_fitted,
-                                      cheap_fit, uses_anomalies)
+        _REGISTRY[name] = MethodEntry(name, factory, config, presets, summary, **flags)
         return factory
 
     return decorate

@@ -64,12 +64,13 @@ def test_runs_with_different_m_do_not_merge(tmp_path, capsys):
 
 
 def test_compare_says_when_the_runs_scored_other_test_sets(tmp_path, capsys):
+    from leaderboard.aggregate import read_results
     from leaderboard.compare import anomaly_shots_note
 
     m0 = _write(tmp_path / "m0", _rows({0: (0.5, 0.7)}))
     m2 = _write(tmp_path / "m2", _rows({2: (0.9, 0.9)}))
     also_m0 = _write(tmp_path / "also_m0", _rows({0: (0.6, 0.6)}))
-    assert anomaly_shots_note(m0, also_m0) is None
-    assert "A has --anomaly-shots 0, B 2" in anomaly_shots_note(m0, m2)
+    assert anomaly_shots_note(read_results(m0), read_results(also_m0)) is None
+    assert "A has --anomaly-shots 0, B 2" in anomaly_shots_note(read_results(m0), read_results(m2))
     assert main(["compare", str(m0), str(m2)]) == 0
     assert "different test images" in capsys.readouterr().out

@@ -99,6 +99,21 @@ def test_presets_are_checked_when_a_method_registers():
     assert "toy" not in _REGISTRY
 
 
+def test_a_misspelt_registry_flag_fails_at_registration():
+    from dataclasses import dataclass
+
+    from methods.registry import _REGISTRY, register
+
+    @dataclass(frozen=True)
+    class ToyConfig:
+        steps: int = 1
+
+    with pytest.raises(TypeError, match="cheap_fits"):
+        register("toy", config=ToyConfig, presets={"paper": ToyConfig(), "offline": ToyConfig()}, summary="x",
+                 cheap_fits=True)(lambda config: None)
+    assert "toy" not in _REGISTRY
+
+
 def test_every_preset_passes_its_own_checks():
     from methods.registry import check_config
 
