@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.markdown import write_section
+from bench.markdown import add_section_arguments, write_tables
 from methods.registry import get_entry, parse_spec
 from leaderboard.score_parts import part_metrics
 from metrics import f1_max
@@ -98,23 +98,12 @@ def spread_table(frame: pd.DataFrame) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--section", default=None, help="write the tables into this BENCHMARKS.md section")
-    parser.add_argument("--title", default="Fusion design on the dev split")
-    parser.add_argument("--intro", default="")
-    parser.add_argument("--outro", default="")
+    add_section_arguments(parser, title="Fusion design on the dev split")
     args = parser.parse_args()
     frame = refused(args.run_dir)
-    lines = [f"## {args.title}", "", args.intro, "", *table(frame), "",
-             f"Each member's z-scores on the normal test images (variant `{frame['variant'].iloc[0]}`):", "",
-             *spread_table(frame)]
-    if args.outro:
-        lines += ["", args.outro]
-    text = "\n".join(lines)
-    if args.section:
-        write_section(args.section, text)
-        print(f"wrote section {args.section!r} of BENCHMARKS.md")
-    else:
-        print(text)
+    write_tables(args, [*table(frame), "",
+                        f"Each member's z-scores on the normal test images (variant `{frame['variant'].iloc[0]}`):",
+                        "", *spread_table(frame)])
 
 
 if __name__ == "__main__":
