@@ -57,12 +57,16 @@ class RunFolder:
         self.results = self.paths.results
 
     def finished_cells(self) -> set[tuple[str, ...]]:
-        """Keys (method, preset, category, k, seed) of rows with status=ok.
+        """Keys (method, preset, category, k, seed) of rows with status=ok."""
+        return {cell_key(row) for row in self.finished_rows()}
+
+    def finished_rows(self) -> list[dict[str, str]]:
+        """The rows with status=ok, as text.
 
         Reading for a resume: a torn last row (a crash while it was written) is moved to
         results.csv.torn with a warning, so its cell runs again; a bad row elsewhere is a HarnessError."""
         if not self.results.is_file():
-            return set()
+            return []
         try:
             table = read_results_file(self.results)
         except RunFolderError as error:
@@ -77,7 +81,7 @@ class RunFolder:
             temporary.replace(self.results)
             self.warn(f"{self.results}, line {table.torn_line}: the last row was cut short (a crash while it was "
                       f"written); moved to {self.paths.results_torn.name}, its cell runs again")
-        return {cell_key(row) for row in table.rows if row["status"] == "ok"}
+        return [row for row in table.rows if row["status"] == "ok"]
 
     def append_result(self, row: Mapping[str, Any]) -> None:
         """Append one results row in a single write, flushed to disk (header first on a new file)."""

@@ -41,6 +41,7 @@ from submission.errors import HarnessError
 from submission.executors import make_executor
 from submission.preflight import Variant, preflight
 from submission.run_folder import RunFolder
+from submission.settings_drift import drift_line, settings_drift
 from submission.sampling import support_indices
 
 DEFAULT_CACHE = Path(os.environ.get("FEWSHOT_AD_CACHE", Path.home() / ".cache" / "fewshot_ad"))  # datasets, kept across runs
@@ -392,8 +393,12 @@ class Runner:
             if previous and recorded != asked:
                 raise HarnessError(f"--out {self.run_dir}: a run with {flag} {recorded}; "
                                    f"{flag} {asked} needs another run folder")
+        finished = self.folder.finished_rows()
+        for variant in variants:  # a resume must not keep cells made with other settings beside new ones
+            if drift := settings_drift(finished, variant.spec, self.preset, variant.config):
+                raise HarnessError(drift_line(self.run_dir, variant.spec, self.preset, drift))
         self._write_config(variants, categories)
-        done = self.folder.finished_cells()
+        done = {cell_key(row) for row in finished}
         cells = [(c, k, s) for c in categories for k in self.config.shots for s in self.config.seeds]
         if self.config.shard is not None:  # a job scheduler runs shards on many machines, then merges them
             index, count = self.config.shard

@@ -1,0 +1,55 @@
+"""The resume's settings check: finished rows whose recorded config fields differ from the config asked now."""
+import json
+import shutil
+from dataclasses import dataclass
+
+import pandas as pd
+
+from runfolder.schema import RunPaths
+from submission.cli import main
+from submission.settings_drift import drift_line, settings_drift
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    levels: tuple[int, ...] = (2, 3)
+    sigma: float = 4.0
+    added_later: bool = True
+
+
+def _row(info, method="toy", preset="offline", status="ok"):
+    return {"method": method, "preset": preset, "status": status, "method_info": json.dumps(info)}
+
+
+def test_drift_is_a_recorded_field_that_differs_from_the_asked_config():
+    same = _row({"levels": [2, 3], "sigma": 4.0, "memory_size": 7})  # tuples are recorded as lists; facts ignored
+    assert settings_drift([same], "toy", "offline", ToyConfig()) == {}
+    old = _row({"levels": [2, 3], "sigma": 2.0})  # no `added_later`: a field added since is not compared
+    drift = settings_drift([same, old], "toy", "offline", ToyConfig())
+    assert drift == {"sigma": (["2.0", "4.0"], "4.0")}
+    others = [_row({"sigma": 2.0}, method="toy:sigma=2"), _row({"sigma": 2.0}, preset="paper"),
+              _row({"sigma": 2.0}, status="failed")]
+    assert settings_drift([same, *others], "toy", "offline", ToyConfig()) == {}
+    line = drift_line("runs/x", "toy", "offline", drift)
+    assert "\n" not in line and "sigma 2.0 / 4.0 recorded, 4.0 now" in line and "another --out" in line
+
+
+def test_a_resume_over_cells_made_with_other_settings_exits_2_before_any_cell(tiny_loco, tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = ["run", "--data", str(tiny_loco), "--categories", "cable_pair", "--shots", "1", "--seeds", "1",
+                 "--methods", "patchcore", "--preset", "offline", "--image-size", "64", "--metrics", "image"]
+    assert main([*arguments, "--out", str(out)]) == 0
+    assert main([*arguments, "--out", str(out)]) == 0  # the same settings: resumes (nothing to do)
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    results = pd.read_csv(RunPaths(edited).results, dtype=str, keep_default_na=False)
+    info = json.loads(results.loc[0, "method_info"])
+    assert info["blur_sigma"] == 4.0
+    results.loc[0, "method_info"] = json.dumps({**info, "blur_sigma": 2.0})  # as an older default would have it
+    results.to_csv(RunPaths(edited).results, index=False)
+    capsys.readouterr()
+    assert main([*arguments, "--shots", "1", "2", "--out", str(edited)]) == 2
+    output = capsys.readouterr().out
+    assert "patchcore (offline) has finished cells made with other settings (blur_sigma 2.0 recorded, 4.0 now" in \
+        output.replace("\n", " ")
+    assert len(pd.read_csv(RunPaths(edited).results)) == 1  # no cell ran
