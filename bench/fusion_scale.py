@@ -101,6 +101,12 @@ def candidates(spreads: dict[str, Spreads], scores: dict[str, np.ndarray], norma
     geometric = SCALES[GEOMETRIC]
     out[f"{GEOMETRIC}; sum weighted by pseudo-anomaly AUROC"] = sum(
         weights[m] * (scores[m] - spreads[m]["held_out"].mean()) / geometric(spreads[m]) for m in scores)
+    # a member whose held-out spread is far above its views spread moves between supports more than between views
+    # of one: weighed down by min(1, views std / held-out std), the weights scaled to sum to the member count
+    steadiness = {m: min(1.0, _std(spreads[m]["views"]) / _std(spreads[m]["held_out"])) for m in scores}
+    out[f"{GEOMETRIC}; sum weighted by min(1, views std / held-out std)"] = sum(
+        len(scores) * steadiness[m] / sum(steadiness.values()) * (scores[m] - spreads[m]["held_out"].mean())
+        / geometric(spreads[m]) for m in scores)
     return out
 
 

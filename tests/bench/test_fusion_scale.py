@@ -35,6 +35,9 @@ def test_candidates_by_hand_and_the_geometric_scale_as_fusion_computes_it():
     assert min(auroc.values()) > 0.5
     assert fused["geometric mean of held-out and views std; sum weighted by pseudo-anomaly AUROC"] == pytest.approx(
         weight["a"] * geo[0] + weight["b"] * geo[1])
+    steady = {m: min(1.0, spreads[m]["views"].std() / spreads[m]["held_out"].std()) for m in scores}  # views spread less
+    assert fused["geometric mean of held-out and views std; sum weighted by min(1, views std / held-out std)"] == \
+        pytest.approx(2 * (steady["a"] * geo[0] + steady["b"] * geo[1]) / (steady["a"] + steady["b"]))
 
 
 def test_oracle_subsets_divide_each_member_by_its_std_on_the_normal_images():
