@@ -65,7 +65,8 @@ views and 6 seeds (`bench/fusion_scale.py`; BENCHMARKS.md "Fusion combiners and 
 the default is above its best member at every k and metric, and sum + max is as close, not closer beyond the noise;
 a sum of sign(z) log(1 + |z|) and the median mute a member's strong detection (lower logical AUROC); the `pseudo`
 weights cost structural AUROC at k = 2 (the pseudo-anomalies are told from normals perfectly by a member in most
-(cell, member) pairs, so they cannot tell the members apart). The defaults (members, `weighting=equal`, `loo_views_max_k=0`) were chosen
+(cell, member) pairs, so they cannot tell the members apart); weighing a member down by min(1, views std /
+held-out std) fell 0.015 short. The defaults (members, `weighting=equal`, `loo_views_max_k=0`) were chosen
 on the procedural dev split (`python -m submission run --procedural-split dev`, k = 1, 2, 4, 8 x 3 seeds), never
 on a reported split; `pseudo` weights were no better there (F1-max averaged over k 0.861 both; mean AUROC
 within 0.015 at every k). BENCHMARKS.md section "Fusion design on the dev split" has the comparison.
