@@ -57,5 +57,6 @@ def main() -> None:
     write_tables(args, [f"Mean ± std (ddof=1) over seeds; category: {category}; "
                         "fit / predict: seconds per cell.", "", *table(_board(args.run_m0), m, shots)])
 
+
 if __name__ == "__main__":
     main()

@@ -46,10 +46,11 @@ def _gap(spreads: Spreads) -> float:
     return max(float(spreads["pseudo"].mean() - spreads["held_out"].mean()), 1e-12)
 
 
+GEOMETRIC = "geometric mean of held-out and views std"  # fusion's default scale
 SCALES: dict[str, Callable[[Spreads], float]] = {
     "held-out std": lambda s: _std(s["held_out"]),
     "views std": lambda s: _std(s["views"]),
-    "geometric mean of held-out and views std": lambda s: float(np.sqrt(_std(s["held_out"]) * _std(s["views"]))),
+    GEOMETRIC: lambda s: float(np.sqrt(_std(s["held_out"]) * _std(s["views"]))),
     "root-sum-square of held-out and views std": lambda s: float(np.hypot(_std(s["held_out"]), _std(s["views"]))),
     "pooled std (held-out and views, each centred)": lambda s: _std(np.concatenate(
         [s["held_out"] - s["held_out"].mean(), s["views"] - s["views"].mean()])),
@@ -57,9 +58,9 @@ SCALES: dict[str, Callable[[Spreads], float]] = {
     "pseudo-anomaly gap + held-out std": lambda s: _gap(s) + _std(s["held_out"]),
     "pseudo-anomaly std": lambda s: _std(s["pseudo"]),
 }
-# weights from the pseudo-anomaly gap: w = gap / scale (with z = (s - mean) / scale: Fisher's discriminant for
-# independent members), each with the scale it divides by
-LDA_SCALES = ("held-out std", "views std", "geometric mean of held-out and views std")
+# the scales tried with every combiner and with the weights from the pseudo-anomaly gap (w = gap / scale, with
+# z = (s - mean) / scale: Fisher's discriminant for independent members, each with the scale it divides by)
+MAIN_SCALES = ("held-out std", "views std", GEOMETRIC)
 
 
 def log_sum(z: np.ndarray) -> np.ndarray:
@@ -68,15 +69,13 @@ def log_sum(z: np.ndarray) -> np.ndarray:
 
 
 # how the members' z-scores (members x images) become one score; `log-sum` and `median` only with the scales in
-# ROBUST_SCALES (and the oracle), to keep the table short
+# MAIN_SCALES (and the oracle), to keep the table short
 COMBINERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sum": lambda z: z.sum(0),
     "sum + max": lambda z: z.sum(0) + z.max(0),
     "log-sum": log_sum,
     "median": lambda z: np.median(z, axis=0),
 }
-GEOMETRIC = "geometric mean of held-out and views std"  # fusion's default scale
-ROBUST_SCALES = ("held-out std", "views std", GEOMETRIC)
 ORACLE = "oracle: std on the normal test images (diagnosis)"
 
 
@@ -88,25 +87,23 @@ def candidates(spreads: dict[str, Spreads], scores: dict[str, np.ndarray], norma
         z = np.stack([(scores[m] - spreads[m]["held_out"].mean())
                       / (rule(spreads[m]) if rule else _std(scores[m][normal])) for m in scores])
         for combiner, combine in COMBINERS.items():
-            if combiner in ("sum", "sum + max") or name in (*ROBUST_SCALES, ORACLE):
+            if combiner in ("sum", "sum + max") or name in (*MAIN_SCALES, ORACLE):
                 out[f"{name}; {combiner}"] = combine(z)
-    for name in LDA_SCALES:
+    for name in MAIN_SCALES:
         z = np.stack([(scores[m] - spreads[m]["held_out"].mean()) * _gap(spreads[m]) / SCALES[name](spreads[m]) ** 2
                       for m in scores])
         out[f"{name}; sum weighted by gap / scale"] = z.sum(0)
     # fusion's `weighting=pseudo`: each member weighed by how well it tells its held-out normals from their
     # pseudo-anomalous versions (AUROC - 1/2), with the default scale
+    geometric = {m: (scores[m] - spreads[m]["held_out"].mean()) / SCALES[GEOMETRIC](spreads[m]) for m in scores}
     weights = pseudo_weights({m: separation(torch.from_numpy(spreads[m]["held_out"]),
                                             torch.from_numpy(spreads[m]["pseudo"])) for m in scores})
-    geometric = SCALES[GEOMETRIC]
-    out[f"{GEOMETRIC}; sum weighted by pseudo-anomaly AUROC"] = sum(
-        weights[m] * (scores[m] - spreads[m]["held_out"].mean()) / geometric(spreads[m]) for m in scores)
+    out[f"{GEOMETRIC}; sum weighted by pseudo-anomaly AUROC"] = sum(weights[m] * geometric[m] for m in scores)
     # a member whose held-out spread is far above its views spread moves between supports more than between views
     # of one: weighed down by min(1, views std / held-out std), the weights scaled to sum to the member count
     steadiness = {m: min(1.0, _std(spreads[m]["views"]) / _std(spreads[m]["held_out"])) for m in scores}
     out[f"{GEOMETRIC}; sum weighted by min(1, views std / held-out std)"] = sum(
-        len(scores) * steadiness[m] / sum(steadiness.values()) * (scores[m] - spreads[m]["held_out"].mean())
-        / geometric(spreads[m]) for m in scores)
+        len(scores) * steadiness[m] / sum(steadiness.values()) * geometric[m] for m in scores)
     return out
 
 

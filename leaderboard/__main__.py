@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from leaderboard.aggregate import read_results
-from leaderboard.compare import compare, compare_paired, print_comparison, anomaly_shots_note
+from leaderboard.compare import anomaly_shots_note, compare, compare_paired, print_comparison
 from leaderboard.paired import PAIRED_METRICS, paired, print_paired
 from leaderboard.merge import merge
 from leaderboard.show import show, write_report

@@ -204,6 +204,10 @@ class Fusion:
             mode = "augment" if entry.trains else "loo"
         return "augment" if k == 1 else mode
 
+    def _support_views(self, support: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """`views` augmented views of each support image (the held-out normals at k = 1, and the scale's views)."""
+        return augmented_views(support, self.config.views * len(support), holdout_views(self.config), generator)
+
     def _holdout(self, member: FittedMember, support: torch.Tensor, category: str, context: FitContext,
                  pseudo: torch.Generator | None) -> tuple[str, Prediction, torch.Tensor | None]:
         """The member's predictions on normal images it did not fit on (held-out supports or views), and its
@@ -216,9 +220,7 @@ class Fusion:
             return normal, method.predict(pseudo_anomalies(images, PSEUDO_ANOMALIES, pseudo)[0]).scores
 
         if self._mode(member, len(support)) == "augment":
-            views = augmented_views(support, self.config.views * len(support), holdout_views(self.config),
-                                    context.generator)
-            return "augment", *score(member.method, views)
+            return "augment", *score(member.method, self._support_views(support, context.generator))
         parts = []
         for held_out in range(len(support)):  # refit on k-1 supports, score the one left out (and its views)
             rest = torch.cat([support[:held_out], support[held_out + 1:]])
@@ -245,8 +247,7 @@ class Fusion:
             pseudo = torch.Generator().manual_seed(stream_seed)
         views = None  # the scale's views: the same for every member
         if self.config.scale == "geomean" or self.config.record_spreads:
-            views = augmented_views(support, self.config.views * len(support), holdout_views(self.config),
-                                    torch.Generator().manual_seed(stream_seed + 1))
+            views = self._support_views(support, torch.Generator().manual_seed(stream_seed + 1))
         with torch.no_grad():
             for spec, member in chosen.items():
                 self.holdout_used[spec], held, anomalous = self._holdout(member, support, category, context, pseudo)

@@ -15,10 +15,8 @@ from PIL import Image
 
 from runfolder.reading import RunFolderError, read_json, read_results_file
 from runfolder.schema import (EARLIER_COLUMNS, LATER_COLUMNS, MANIFEST_JSON, RESULT_COLUMNS, SCORE_COLUMNS, RunPaths,
-                              anomalies_key, cell_key, manifest_key)
+                              anomalies_key, manifest_key)
 from submission.errors import HarnessError
-
-
 
 
 def _warn(message: str) -> None:
@@ -55,10 +53,6 @@ class RunFolder:
         except OSError as error:  # a parent is a file, no permission, ...
             raise HarnessError(f"--out {self.root}: cannot create the run folder ({error.strerror or error})") from None
         self.results = self.paths.results
-
-    def finished_cells(self) -> set[tuple[str, ...]]:
-        """Keys (method, preset, category, k, seed) of rows with status=ok."""
-        return {cell_key(row) for row in self.finished_rows()}
 
     def finished_rows(self) -> list[dict[str, str]]:
         """The rows with status=ok, as text.

@@ -41,8 +41,8 @@ from submission.errors import HarnessError
 from submission.executors import make_executor
 from submission.preflight import Variant, preflight
 from submission.run_folder import RunFolder
-from submission.settings_drift import drift_line, settings_drift
 from submission.sampling import support_indices
+from submission.settings_drift import drift_line, settings_drift
 
 DEFAULT_CACHE = Path(os.environ.get("FEWSHOT_AD_CACHE", Path.home() / ".cache" / "fewshot_ad"))  # datasets, kept across runs
 

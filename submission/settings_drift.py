@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 def _plain(value: Any) -> str:
     """A value as JSON text (tuples as lists, keys sorted), so recorded and built values compare alike."""
-    return json.dumps(json.loads(json.dumps(value, default=str)), sort_keys=True)
+    return json.dumps(value, default=str, sort_keys=True)
 
 
 def settings_drift(rows: Iterable[Mapping[str, str]], spec: str, preset: str, config: Any

@@ -12,7 +12,7 @@ from PIL import Image
 
 from methods import registry
 from methods.base import Prediction
-from runfolder.schema import RESULT_COLUMNS, RunPaths, anomalies_key, manifest_key
+from runfolder.schema import RESULT_COLUMNS, RunPaths, anomalies_key, cell_key, manifest_key
 from submission.anomaly_shots import anomaly_indices
 from submission.cli import main
 from submission.config import RunConfig
@@ -197,7 +197,7 @@ def test_a_results_csv_from_before_the_column_resumes_as_m0(tmp_path):
     row = {"method": "patchcore", "preset": "offline", "category": CATEGORY, "k": "1", "seed": "42", "status": "ok"}
     folder = RunFolder(tmp_path)
     folder.results.write_text(",".join(earlier) + "\n" + ",".join(row.get(c, "") for c in earlier) + "\n")
-    assert folder.finished_cells() == {("patchcore", "offline", CATEGORY, "1", "42")}
+    assert {cell_key(r) for r in folder.finished_rows()} == {("patchcore", "offline", CATEGORY, "1", "42")}
     folder.append_result({**row, "seed": 0, "anomaly_shots": 0})  # appended in the file's own columns
     lines = folder.results.read_text().splitlines()
     assert len(lines) == 3 and all(len(next(csv.reader([line]))) == len(earlier) for line in lines)
