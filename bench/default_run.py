@@ -1,8 +1,5 @@
-"""Times the README's main job (`python -m submission run --shots 4`, every registered method) from a
-cold dataset cache: wall time, peak memory, test images per second per method, backbone passes.
-
-Run: `make bench` (or `.venv/bin/python -m bench.default_run [--methods patchcore ...]`).
-Writes the `default_run` section of BENCHMARKS.md.
+"""Times the README's main job (`python -m submission run --shots 4`, every method) from a cold dataset cache and
+writes the `default_run` section of BENCHMARKS.md. Run: `make bench` (or `python -m bench.default_run [--methods ...]`).
 """
 from __future__ import annotations
 

@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# Builds the real Dockerfile with podman/buildah (no Docker engine here) on a debootstrapped Debian
-# bookworm base, then runs `python -m submission methods` and a tiny run inside the container; packages
-# that run (in the container), builds the bundle image (`--build-arg BUNDLE=dist/...`), runs its kit
-# evaluation without network on a tiny procedural LOCO-layout dataset (`synth`), checks metrics.csv and
-# results.json, and prints the timings. Needs root, Debian's podman buildah debootstrap runc, and network
-# access to PyPI (the image installs a CUDA torch: gigabytes). Kept out of .ci/run. Usage: make image-test
+# Builds the Dockerfile with podman on a debootstrapped Debian bookworm base, runs `methods` and a tiny run in
+# the container, packages it, builds the bundle image, runs its kit evaluation offline on a tiny `synth` dataset,
+# checks metrics.csv / results.json and prints the timings. Needs root, podman buildah debootstrap runc and PyPI
+# access (a CUDA torch: gigabytes). Not in .ci/run. Usage: make image-test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${IMAGE_TEST_DIR:-/tmp/fewshot-image-test}
 base=localhost/fewshot-base:bookworm
 mkdir -p "$work/storage" "$work/runroot" "$work/out"
+# overlay where the kernel has it (vfs copies the whole image for every layer: out of disk on a 6.6 GB image)
+driver=vfs; grep -qw overlay /proc/filesystems && driver=overlay
 cat > "$work/storage.conf" <<CONF
 [storage]
-driver = "vfs"
+driver = "$driver"
 graphroot = "$work/storage"
 runroot = "$work/runroot"
 CONF
 export CONTAINERS_STORAGE_CONF="$work/storage.conf"
 podman=(podman --runtime runc --cgroup-manager cgroupfs --events-backend none)
 limits=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
+offline=("${podman[@]}" run --rm --network none "${limits[@]}")  # a container without network
 
 now() { date +%s.%N; }
 t0=$(now)
@@ -35,28 +36,24 @@ fi
 t1=$(now)
 "${podman[@]}" build --network host "${limits[@]}" --build-arg BASE_IMAGE="$base" -t localhost/fewshot-ad:test . 
 t2=$(now)
-"${podman[@]}" run --rm --network none "${limits[@]}" localhost/fewshot-ad:test methods
+"${offline[@]}" localhost/fewshot-ad:test methods
 t3=$(now)
 chmod 777 "$work/out"
-"${podman[@]}" run --rm --network none "${limits[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test \
-    run --shots 1 --seeds 42 --methods patchcore --image-size 64 --out /runs/tiny
+"${offline[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test run --shots 1 --seeds 42 --methods patchcore \
+    --image-size 64 --out /runs/tiny
 t4=$(now)
-# the bundle image: package the tiny run and write a tiny LOCO-layout dataset (both in the harness image),
-# build the same Dockerfile with BUNDLE (the harness layers come from the cache), evaluate offline
+# the bundle image: package the tiny run, write a tiny dataset, build with BUNDLE (cached layers), evaluate offline
 bundle=dist/image-test__patchcore.tar.gz
-"${podman[@]}" run --rm --network none "${limits[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test \
-    package /runs/tiny --method patchcore --dist /runs/dist
+"${offline[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test package /runs/tiny --method patchcore --dist /runs/dist
 rm -rf "$work/out/loco"
-"${podman[@]}" run --rm --network none "${limits[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test \
-    synth --out /runs/loco --image-size 64
+"${offline[@]}" -v "$work/out:/runs" localhost/fewshot-ad:test synth --out /runs/loco --image-size 64
 mkdir -p dist && cp "$work/out/dist/tiny__patchcore.tar.gz" "$bundle"
 t5=$(now)
 "${podman[@]}" build --network host "${limits[@]}" --build-arg BASE_IMAGE="$base" --build-arg BUNDLE="$bundle" \
     -t localhost/fewshot-ad:bundle-test .
 t6=$(now)
 rm -rf "$work/eval" && mkdir -p "$work/eval" && chmod 777 "$work/eval"
-"${podman[@]}" run --rm --network none "${limits[@]}" -v "$work/out/loco:/data:ro" -v "$work/eval:/out" \
-    localhost/fewshot-ad:bundle-test --shots 1 2 --seeds 42
+"${offline[@]}" -v "$work/out/loco:/data:ro" -v "$work/eval:/out" localhost/fewshot-ad:bundle-test --shots 1 2 --seeds 42
 t7=$(now)
 test -s "$work/eval/results.json" || { echo "image-test: the bundle image wrote no results.json" >&2; exit 1; }
 python3 - "$work/eval" <<'CHECK'

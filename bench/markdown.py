@@ -1,7 +1,6 @@
-"""Writing one benchmark's section of BENCHMARKS.md, between markers, leaving the other sections alone."""
+"""Writing one bench's section of BENCHMARKS.md between markers, leaving the other sections alone."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -19,23 +18,9 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     path.write_text(text)
 
 
-def add_section_arguments(parser: argparse.ArgumentParser, title: str | None = None) -> None:
-    """`--section`, `--title`, `--intro`, `--outro`: where a bench writes its tables, and the text around them.
-    `--section` is required unless a default `title` is given (then, without it, the text is printed)."""
-    parser.add_argument("--section", required=title is None, default=None)
-    parser.add_argument("--title", required=title is None, default=title)
-    parser.add_argument("--intro", default="")
-    parser.add_argument("--outro", default="", help="text after the tables")
-
-
-def write_tables(args: argparse.Namespace, tables: list[str]) -> None:
-    """Section `args.section` of BENCHMARKS.md (printed when there is none): the title, the intro, the table lines,
-    then the outro."""
-    lines = [f"## {args.title}", "", args.intro, "", *tables]
-    if args.outro:
-        lines += ["", args.outro]
-    if args.section is None:
-        print("\n".join(lines))
-        return
-    write_section(args.section, "\n".join(lines))
-    print(f"wrote section {args.section!r} of BENCHMARKS.md")
+def publish(text: str, section: str | None, tag: str) -> None:
+    """Print a bench's section; also write it into BENCHMARKS.md when `section` is named."""
+    print(text, flush=True)
+    if section:
+        write_section(section, text)
+        print(f"[{tag}] wrote section {section} of BENCHMARKS.md", flush=True)

@@ -1,19 +1,14 @@
-"""Throughput of `--executor ray` with 1 and with 2 workers on this machine, against the local executor (1 torch
-thread, and one per core), on one small grid of the embedded procedural dataset; best of interleaved repeats.
-The Ray runs and the 1-thread local run must give the same results.csv (the bench fails otherwise); how far the
-local run with more threads is from them is reported. One local Ray (`ray.init(num_cpus=N)`) serves every Ray
-run; each run starts its own actors, and that start-up (a Python process importing torch per actor) is part of
-its wall time, as in a real run.
-
-Run: `.venv/bin/python -m bench.ray_workers [--workers 1 2] [--categories pill_tray cable_pair part_slots]
-[--seeds 42 0] [--shots 1 4] [--methods patchcore] [--image-size 128] [--repeats 2] [--work DIR]
-[--no-write]`.
+"""Throughput of `--executor ray` with 1 and 2 workers against the local executor (1 torch thread, and one per
+core) on a small grid of the embedded procedural dataset; best of interleaved repeats. The Ray runs and the
+1-thread local run must give the same results.csv. One local Ray serves every run; each run's actor start-up counts.
+Run: `.venv/bin/python -m bench.ray_workers [--workers 1 2] [--methods patchcore] [--image-size 128] [--no-write]`.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +18,12 @@ import torch
 from rich.console import Console
 
 from bench.child_run import cpu_name
-from bench.markdown import write_section
+from bench.markdown import publish
 from runfolder.schema import METRIC_COLUMNS, TIMING_COLUMNS, RunPaths
-from submission.config import RunConfig
-from submission.executors import ExecutorConfig
+from submission.config import ExecutorConfig, RunConfig
 from submission.runner import run
+
+CATEGORIES, SHOTS, SEEDS = ("pill_tray", "cable_pair", "part_slots"), (1, 4), (42, 0)
 
 
 def results(run_dir: Path) -> pd.DataFrame:
@@ -48,38 +44,26 @@ def difference(a: pd.DataFrame, b: pd.DataFrame) -> str:
 
 
 def busy(run_dir: Path) -> float:
-    """Seconds spent inside the cells (fit_s + predict_s summed over rows): the run's wall time less start-up,
-    image loading, metrics and writing, added over the workers."""
+    """Seconds inside the cells (fit_s + predict_s over the rows, added over the workers)."""
     table = pd.read_csv(RunPaths(run_dir).results)
     return float(table["fit_s"].sum() + table["predict_s"].sum())
-
-
-def timed_run(config: RunConfig) -> float:
-    """Wall seconds of one run of `config` (progress output silenced)."""
-    start = time.perf_counter()
-    run(config, Console(quiet=True))
-    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--categories", nargs="+", default=["pill_tray", "cable_pair", "part_slots"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 0])
-    parser.add_argument("--shots", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--methods", nargs="+", default=["patchcore"])
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2, help="runs of each setup, interleaved; the best is kept")
     parser.add_argument("--work", type=Path, help="where the run folders go (default: a temporary folder)")
     parser.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
     args = parser.parse_args(argv)
-
     import ray
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ray_workers_"))
-    grid = dict(categories=tuple(args.categories), shots=tuple(args.shots), seeds=tuple(args.seeds),
-                methods=tuple(args.methods), preset="offline", image_size=args.image_size, device="cpu")
-    cells = len(args.categories) * len(args.shots) * len(args.seeds)
+    grid = dict(categories=CATEGORIES, shots=SHOTS, seeds=SEEDS, methods=tuple(args.methods), preset="offline",
+                image_size=args.image_size, device="cpu")
+    cells = len(CATEGORIES) * len(SHOTS) * len(SEEDS)
     cores = os.cpu_count() or 1
     load_start = os.getloadavg()[0]
     warm = RunConfig(**{**grid, "categories": grid["categories"][:1], "seeds": (1,)}, out=work / "warm")
@@ -95,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             for index, (name, _, torch_threads, executor) in enumerate(setups):
                 out = work / f"setup{index}_r{repeat}"
                 torch.set_num_threads(torch_threads)  # the local runs' threads (actors set their own)
-                options = {} if executor is None else {"executor": executor}
-                seconds = timed_run(RunConfig(**grid, out=out, **options))
+                start = time.perf_counter()
+                run(RunConfig(**grid, out=out, **({} if executor is None else {"executor": executor})), Console(quiet=True))
+                seconds = time.perf_counter() - start
                 if index not in best or seconds < best[index][0]:
                     best[index] = (seconds, out)
     finally:
@@ -110,31 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     pd.testing.assert_frame_equal(results(best[0][1]), first_ray, obj="local, 1 thread")  # 1 thread each: the same
     local_vs_ray = difference(results(best[on_ray[0] - 1][1]), first_ray)  # local with every core's thread
     base = best[on_ray[0]][0]
-
     lines = [
-        "## Ray workers vs throughput (`python -m bench.ray_workers`)",
+        "## Ray workers vs throughput (`python -m bench.ray_workers`)", "",
+        f"`.venv/bin/python -m bench.ray_workers {' '.join(argv if argv is not None else sys.argv[1:])}` — measured "
+        f"{time.strftime('%Y-%m-%d')} on {cpu_name()} ({cores} CPU cores, no GPU), torch {torch.__version__}, ray "
+        f"{ray.__version__}, Python {platform.python_version()}; load average {load_start:.1f} -> {load_end:.1f}.",
         "",
-        f"`.venv/bin/python -m bench.ray_workers --workers {' '.join(map(str, args.workers))} --categories "
-        f"{' '.join(args.categories)} --seeds {' '.join(map(str, args.seeds))} --shots "
-        f"{' '.join(map(str, args.shots))} --methods {' '.join(args.methods)} --image-size {args.image_size} --repeats {args.repeats}` — "
-        f"measured {time.strftime('%Y-%m-%d')} on {cpu_name()} ({cores} CPU cores, no GPU), torch {torch.__version__}, "
-        f"ray {ray.__version__}, Python {platform.python_version()}. The cores were shared with other jobs "
-        f"(load average {load_start:.1f} at the start, {load_end:.1f} at the end): read the seconds as upper bounds "
-        "and the ratios as rough.",
-        "",
-        f"Grid: embedded procedural dataset (48 test images per category), {cells} cells "
-        f"({len(args.categories)} categories x k {','.join(map(str, args.shots))} x {len(args.seeds)} seeds), "
-        f"methods {', '.join(args.methods)}, preset offline, {args.image_size} px, CPU. Wall seconds of the whole "
-        f"run, best of {args.repeats} interleaved runs of each setup: for Ray, one local Ray (started once, not "
-        "counted) and each run's actors started within the run (one process per actor importing torch and building "
-        "its backbone: counted); the local runs in this process, the harness already imported (the backbone built "
-        "within the run). `in cells s`: fit_s + predict_s summed over the rows (time inside the cells, added over "
-        "the workers; the rest of the wall time is start-up, image loading, metrics and writing). Results: every "
-        "Ray run and the 1-thread local run gave the same results.csv (timings aside, checked); local with "
-        f"{cores} torch threads vs Ray: {local_vs_ray} (float sums in another order with another thread count).",
-        "",
-        "| executor | workers | wall s | cells/min | in cells s | vs 1 Ray worker |",
-        "|---|---|---|---|---|---|",
+        f"Grid: embedded procedural dataset, {cells} cells ({', '.join(CATEGORIES)} x k {','.join(map(str, SHOTS))} "
+        f"x seeds {','.join(map(str, SEEDS))}), methods {', '.join(args.methods)}, preset "
+        f"offline, {args.image_size} px, CPU. Wall seconds of the whole run, best of {args.repeats} interleaved runs "
+        "(one local Ray started once, not counted; each run's actors counted). `in cells s`: fit_s + predict_s over "
+        "the rows. Every Ray run and the 1-thread local run gave the same results.csv (checked); local with "
+        f"{cores} torch threads vs Ray: {local_vs_ray}.",
+        "", "| executor | workers | wall s | cells/min | in cells s | vs 1 Ray worker |", "|---|---|---|---|---|---|",
     ]
     for index, (name, workers, _, executor) in enumerate(setups):
         seconds, out = best[index]
@@ -144,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Time inside the cells, added over the workers, relative to 1 Ray worker: "
               + ", ".join(f"{setups[i][1]} x{busy(best[i][1]) / busy_base:.2f}" for i in on_ray[1:])
               + " (x1.00 when every worker has a core of its own; more means the workers waited for the CPU)."]
-    body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("ray_workers", body)
+    publish("\n".join(lines), None if args.no_write else "ray_workers", "ray_workers")
     return 0
 
 

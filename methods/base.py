@@ -1,19 +1,19 @@
-"""The `Method` protocol every registered method follows, and the records it exchanges with the harness.
+"""The public method API: the `Method` protocol, the records a method exchanges with the harness, and what the
+registry knows of a method before any cell runs (`MethodEntry`: its config, presets, flags and `Requirements`).
 
-`methods/` knows nothing of the harness: it receives image tensors and a `FitContext`, never file
+`methods/` knows nothing of the harness: a method receives image tensors and a `FitContext`, never file
 paths or test labels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
 if TYPE_CHECKING:
-    from methods.backbones import FeatureCache
-    from methods.registry import MethodVariant
+    from methods.features import FeatureCache
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class FitContext:
 class FittedMember:
     """One method variant fitted in a cell: what was built, the instance, the context it saw, its fit time."""
 
-    variant: "MethodVariant"
-    method: "Method"
+    variant: MethodVariant
+    method: Method
     context: FitContext
     fit_s: float = 0.0
 
@@ -91,3 +91,71 @@ class FusingMethod(Method, Protocol):
     members: Mapping[str, Method]
 
     def combine(self, predictions: Mapping[str, Prediction]) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One weight file a method config needs before any cell runs: a backbone (`name` one of
+    `methods.backbones.BACKBONES`) or, with a `tag`, an open_clip tower (`name` the model, `tag` its pretrained tag).
+    `name` is also the `--weights NAME=PATH` key."""
+
+    name: str
+    tag: str | None = None
+
+    @property
+    def is_clip(self) -> bool:
+        return self.tag is not None
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a config needs up front: its weight files, and where its auxiliary categories come from (methods
+    trained off the target, such as RegAD: `procedural`, `dataset` or a folder; None: it needs none)."""
+
+    weights: tuple[WeightFile, ...] = ()
+    auxiliary_source: str | None = None
+
+
+def backbone_requirements(config: Any) -> Requirements:
+    """The default declaration: the backbones named by the config's `backbone` field or `backbones` tuple."""
+    names = getattr(config, "backbones", None)
+    if names is None:
+        names = (config.backbone,) if getattr(config, "backbone", None) else ()
+    return Requirements(tuple(WeightFile(name) for name in names))
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """What the registry knows of a method before any cell runs."""
+
+    name: str
+    factory: Callable[..., Method]
+    config: type
+    presets: dict[str, Any]  # preset name -> config instance
+    summary: str
+    trains: bool = False  # trains a network (in the cell, or once per category like RegAD's meta-training)
+    uses_auxiliary: bool = False  # needs other categories (RegAD): `Requirements.auxiliary_source` says which
+    needs_fitted: bool = False  # consumes other members fitted in the same cell (fusion): give `members`
+    cheap_fit: bool = False  # its per-cell fit trains nothing (a memory, a Gaussian): fusion refits it leave-one-out
+    uses_anomalies: bool = False  # receives labelled anomalies (`FitContext.anomalies`) when the run has them (BGAD)
+    requires: Callable[[Any], Requirements] = backbone_requirements  # config -> what it needs up front
+    members: Callable[[Any, Sequence["MethodVariant"]], list["MethodVariant"]] | None = None
+    # a fusing method's choice of members among the candidates (raises ValueError when it cannot choose)
+    source: str = "builtin"  # where the method comes from: builtin, or the plugin / package that registered it
+
+    def requirements(self, config: Any) -> Requirements:
+        """Every weight file the config needs (CLIP towers included) and its auxiliary source."""
+        return self.requires(config)
+
+
+@dataclass(frozen=True)
+class MethodVariant:
+    """A method variant as the run names it: its spec, registry entry and checked config."""
+
+    spec: str
+    entry: MethodEntry
+    config: Any
+
+    def create(self) -> Method:
+        """A new, unfitted instance."""
+        return self.entry.factory(self.config)

@@ -2,56 +2,30 @@
 by a boundary-guided semi-push-pull loss against anomalous ones; a patch scores 1 - exp(normalised log-likelihood).
 
 Yao et al., "Explicit Boundary Guided Semi-Push-Pull Contrastive Learning for Supervised Anomaly Detection",
-CVPR 2023; official code xcyao00/BGAD (config.py, scripts.sh, models/fc_flow.py, models/modules.py,
-losses/losses.py, engines/bgad_fas_train_engine.py, utils/utils.py). Per feature level, a FrEIA flow of 8
-AllInOneBlocks (clamp 1.9, coupling subnet Linear(d, 2d)-ReLU-Linear) conditioned on a 128-d 2-D sine-cosine
-positional encoding maps patch features to a standard Gaussian; l = log p(x) / C is the per-dimension
-log-likelihood. In each step the normal patches' l give the explicit boundaries b_n = (the beta-quantile of l) /
-normalizer and b_a = b_n - tau; the loss is -mean(log sigmoid(l)) over normal patches plus the semi-push-pull terms
-mean(b_n - l/normalizer) over normal patches below b_n and mean(l/normalizer - b_a) over anomalous patches above
-b_a. The first (meta-)epoch trains on normal images only. Anomalous patches come from labelled anomalies when the
-run provides them (`FitContext.anomalies`: their masks, resized to each grid by nearest neighbour, pick the
-anomalous patches; the rest of those images count as normal, as in the official code) and from pseudo-anomalies
-made on the support images, so with no labelled anomaly the method runs on pseudo-anomalies alone and uses
-nothing of the target category but its k normal images (VAND rules).
+CVPR 2023; official code github.com/xcyao00/BGAD (config.py, scripts.sh, models/fc_flow.py, models/modules.py,
+losses/losses.py, engines/bgad_fas_train_engine.py, utils/utils.py); official defaults: docs/REFERENCE.md, section
+"BGAD". Per feature level, a FrEIA flow conditioned on a 2-D positional encoding maps patch features to a standard
+Gaussian (l = log p(x) / C); the loss is -mean(log sigmoid(l)) over normal patches plus the semi-push-pull terms
+against the boundaries b_n, b_a set by each step's normal patches. Anomalous patches come from labelled anomalies
+when the run provides them (`FitContext.anomalies`) and from pseudo-anomalies made on the supports, so without
+labelled anomalies the method uses nothing of the target category but its k normal images (VAND rules).
 
-Differences from the paper and the official code, with reasons:
-- Boundaries use beta = 0.01 (scripts.sh's MVTec/BTAD runs; config.py's default is 0.05). The official runs also
-  turn on an asymmetric focal weighting of the losses (`--focal_weighting`); it is not implemented: the issue
-  specifies the plain semi-push-pull loss.
-- Pseudo-anomalies: the official RandAugmented CutPaste (RPAG) cuts a labelled anomaly's region, changes it with
-  3 random imgaug/albumentations operations and pastes it into a normal image's foreground (a per-category
-  foreground mask file). We paste `methods.augment.pseudo_anomalies` (a rectangle of the support image rotated and
-  colour-jittered, pasted at a random place: the harness's one pseudo-anomaly maker, also fusion's), so it works
-  without labelled anomalies and without foreground masks; `pseudo_per_image` of them per support image, made
-  once per fit rather than afresh each epoch. Labelled anomalies are used as they are (the official "repeated
-  utilisation"), each once per epoch.
-- Epochs: the official epoch is one pass over a loader of 32-image batches, cutting each level's patches into
-  steps of 4096 and dropping the remainder (a level with fewer patches trains on nothing). With k images we keep
-  the steps of `patches_per_step` over all patches of the level and keep one smaller step when the level has
-  fewer patches. The learning rate follows the official cosine schedule with a 2-epoch warm-up from lr/10,
-  ramped per sub-epoch (the official ramp counts image batches).
-- A batch whose patches are all anomalous is skipped (no boundary can be computed); an empty pull or push set
-  contributes 0 (the official mean of an empty set is NaN, whose step it skips in its loss log only).
-- Score normalisation: the official code subtracts from each level's log-likelihoods their maximum over the whole
-  test set before exp (so a score depends on the other test images). We subtract the maximum over the support
-  images' patches, computed at the end of fit, so each image's score depends on itself only. Each level's
-  1 - exp(l - max) is upsampled (bilinear, align_corners as the official) to the input size and the levels are
-  averaged (the official sums normality and subtracts from the maximum: the same ranking). The image score is
-  the maximum of that map (official); the returned map is it blurred with sigma 4 like the harness's other
-  methods (the official map is not blurred).
-- No checkpoint selection: the official code reports the best test epoch; we keep the final flows.
-- Randomness: flows' weights (inside `seeded_from`), their soft permutations (drawn again from the generator:
-  FrEIA draws them from numpy's global RNG, whose state we leave as it was), shuffling and pseudo-anomalies all
-  come from `FitContext.generator`.
-- `offline` preset (k = 4 at 256 px: ~1.2 CPU-s fit, ~0.3 CPU-s per 24 test images): the bundled Lite0,
-  levels 2 + 3 (stride 8 and 16: the stride-4 level quadruples the patches), 4 coupling layers, a 32-d
-  positional encoding, 8 epochs of 1024-patch steps (75 steps) with one pseudo-anomaly per support image, no
-  warm-up, the training loop on one CPU thread (as SimpleNet's). Features are standardised per channel by the
-  support's mean and std (a fixed affine map: log-likelihoods shift by a constant), and lr is 1e-2: in 75 steps
-  the flows' own global affine cannot learn Lite0's feature scale, and with 2e-4 (or 1e-3) the loss hardly
-  moves and the procedural dev split's AUROCs stay near chance. lr and epochs were chosen among 1e-3/5e-3/1e-2
-  and 4-20 epochs on the procedural dev split (part_slots), never on test images.
+Departures from the official code, each with its reason:
+- beta = 0.01 (`scripts.sh`'s MVTec runs; `config.py`: 0.05); no `--focal_weighting`: the plain loss is specified.
+- Pseudo-anomalies from `methods.augment.pseudo_anomalies` (official: RandAugmented CutPaste of labelled anomalies
+  into a foreground mask), made once per fit: it needs no labelled anomaly and no foreground mask.
+- Steps of `patches_per_step` over each level's patches, one smaller step kept when a level has fewer: k is small.
+- Warm-up ramped per sub-epoch (official: per image batch): k images make one batch per epoch.
+- An all-anomalous batch is skipped; an empty pull or push set adds 0 (official: NaN): no boundary, no NaN.
+- Scores normalised by the support patches' maximum log-likelihood (official: the test set's): per-image scores.
+- Levels' scores averaged (official: normality summed, then subtracted from its maximum): the same ranking.
+- The returned map is blurred with sigma 4 (the image score is the unblurred map's maximum): as the other methods.
+- The final flows (official: the best test epoch): choosing by test results leaks the test labels.
+- Weights, FrEIA's soft permutations, shuffling and pseudo-anomalies from `FitContext.generator`: reproducible.
+- `offline` preset: Lite0 levels 2 + 3, 4 coupling layers, 32-d encoding, 8 epochs of 1024-patch steps, one
+  pseudo-anomaly per support, no warm-up, one CPU thread, features standardised by the support's mean and std, and
+  lr 1e-2: the CPU budget. lr and epochs chosen on the procedural dev split (part_slots), never on test images: see
+  BENCHMARKS.md, section "Method settings and measurements moved from the method docstrings".
 """
 from __future__ import annotations
 

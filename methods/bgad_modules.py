@@ -2,9 +2,15 @@
 the per-patch Gaussian log-likelihood, and the losses as small pure functions (maximum likelihood, the explicit
 boundaries, the boundary-guided semi-push-pull loss), plus the learning-rate schedule.
 
-The flows are built from FrEIA (VLL-HD/FrEIA, https://github.com/vislearn/FrEIA), the normalizing-flow library
-CFlow-AD and BGAD's official code build theirs on: a `SequenceINN` of `AllInOneBlock`s (affine coupling with soft
-clamping, a soft permutation, a global affine scaling), each conditioned on the patch's positional encoding.
+Yao et al., CVPR 2023; official code github.com/xcyao00/BGAD (models/fc_flow.py, models/modules.py,
+losses/losses.py, utils/utils.py); the specification: docs/REFERENCE.md, section "BGAD". The flows are built from
+FrEIA (VLL-HD/FrEIA, https://github.com/vislearn/FrEIA), the normalizing-flow library CFlow-AD and BGAD's official
+code build theirs on: a `SequenceINN` of `AllInOneBlock`s (affine coupling with soft clamping, a soft permutation, a
+global affine scaling), each conditioned on the patch's positional encoding.
+
+Departure from the official code, with its reason:
+- The soft permutations are drawn from the cell's generator (FrEIA draws them from numpy's global RNG, left as it
+  was): a fit is reproducible whatever ran before it. `methods/bgad.py` lists the method's other departures.
 """
 from __future__ import annotations
 

@@ -17,9 +17,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from methods.backbones import FeatureCache
-from methods.base import AuxiliaryCategory, FitContext, FittedMember, LabelledAnomalies, Method
-from methods.registry import MethodVariant
+from methods.base import AuxiliaryCategory, FitContext, FittedMember, LabelledAnomalies, Method, MethodVariant
+from methods.features import FeatureCache
 from runfolder.schema import variant_dirname
 
 
@@ -38,8 +37,9 @@ class CellSetting:
 
 def _context(variant: MethodVariant, setting: CellSetting, members: Mapping[str, FittedMember]) -> FitContext:
     auxiliary = None
-    if variant.entry.uses_auxiliary and setting.auxiliary is not None:
-        source, load = getattr(variant.config, "source", "procedural"), setting.auxiliary
+    source = variant.entry.requirements(variant.config).auxiliary_source
+    if source is not None and setting.auxiliary is not None:
+        load = setting.auxiliary
         auxiliary = lambda: load(source)  # noqa: E731  (loaded only if the method needs to train)
     artifacts = None if setting.artifacts is None else Path(setting.artifacts) / variant_dirname(variant.spec)
     generator = torch.Generator().manual_seed(setting.seed)

@@ -1,59 +1,31 @@
 """clip_logic: WinCLIP+ zero-/few-shot scoring plus a global and a component-level logical term.
 
-A CLIP image/text tower scores each image against a prompt ensemble (zero-shot) and against the
-support images' patch and window embeddings (few-shot, WinCLIP+); two logical terms compare the
-image as a whole with the supports: its global embedding, and statistics of its parts (k-means
-clusters of the support patch features: area, number of connected regions, mean colour per part).
+Sources: Jeong et al., "WinCLIP: Zero-/Few-Shot Anomaly Classification and Segmentation", CVPR 2023 (no official
+code; the CLIP part follows anomalib's implementation, github.com/open-edge-platform/anomalib,
+`src/anomalib/models/image/winclip/`, without importing it; `methods/clip_towers.py` lists what it computes); the
+component term follows ComAD (Liu et al., 2023; github.com/liutongkun/ComAD). docs/REFERENCE.md, section
+"CLIP-based scoring (WinCLIP) and the component term".
 
-Papers: Jeong et al., "WinCLIP: Zero-/Few-Shot Anomaly Classification and Segmentation", CVPR 2023
-(no official code; the CLIP part follows anomalib's implementation, `src/anomalib/models/image/winclip/`,
-without importing it; methods/clip_towers.py lists what it computes); the component term follows the
-ComAD idea (Liu et al., "Component-aware anomaly detection framework for adjustable and logical
-industrial visual inspection", 2023). REFERENCE.md §3 "CLIP-based scoring".
+What it computes: a local term (WinCLIP+ as anomalib: the mean of the zero-shot image score, softmax(cos / 0.07) of
+the anomalous class, and the maximum of the few-shot map, the mean of the patch-level and each window scale's
+harmonic map of (1 - cos)/2 to the nearest support entry), a global term (1 - the largest cosine of the image
+embedding to the supports') and a component term (root mean square of the z-values of part statistics: area, area
+where present, connected regions, mean colour of k-means parts of the support patch features with their colour).
+Image score = z(local) + z(global) + z(components); the map is the local map. `paper` preset: open_clip
+ViT-B-16-plus-240 (laion400m_e31) at 240 px with text; `offline`: no CLIP tower, the bundled Lite0's locally
+aggregated levels 2+3, no text, no windows (`info()` says so: an offline row is never a CLIP result).
 
-Presets: `paper` = open_clip ViT-B-16-plus-240 (laion400m_e31) at 240 px with text part; `offline` =
-no CLIP tower: the few-shot and logical parts run on the bundled Lite0 backbone's features
-(PatchCore's locally aggregated levels 2+3), no text part; `info()` says so. An offline row is never
-a CLIP result.
-
-Choices and differences from REFERENCE.md (our choices unless said otherwise). Settings marked
-"dev" were compared on procedural images rendered apart from the harness's test set (indices >= 1000),
-never on a real test set:
-- Windows: the paper preset re-encodes the class token with each window's tokens (WinCLIP's token
-  mask, stride 1). The offline preset uses no windows (`window_scales=()`, patch level only, dev):
-  average-pooled windows of the locally aggregated Lite0 features (`window_scales=2+3`, the cheap
-  approximation, still available) did not raise AUROC and cost 2.5x the nearest-neighbour time.
-- WinCLIP part (paper preset), as anomalib computes it: class text embeddings = normalised mean of the
-  prompts' raw text embeddings; zero-shot image score = softmax(cos / 0.07) of the anomalous class for
-  the global embedding; zero-shot map = harmonic mean over the image score broadcast to the grid and
-  each window scale's map (window scores -> patches by the harmonic mean over covering windows);
-  few-shot map = arithmetic mean of the patch-level map and each window scale's harmonic map, each
-  (1 - cos)/2 to the nearest memory entry of that scale, the patch-level memory holding the support
-  images' ln_post patch tokens (not projected) and the window memory their projected window
-  embeddings; WinCLIP+ local term = mean of the zero-shot image score and the few-shot map's maximum,
-  local map = mean of the zero-shot and few-shot maps. Offline: no text, so the local term is the
-  few-shot map's maximum and the local map the few-shot map. Offline global embedding = mean of the
-  locally aggregated features.
-- Departures from WinCLIP in the paper preset, with their reasons: the image score is not the WinCLIP+
-  score but z(local) + z(global) + z(components) (below; the logical terms are this method's point, and
-  `extras` keep the WinCLIP parts `zero_shot` and `few_shot`); the local map is upsampled bilinearly
-  then blurred (Gaussian sigma `blur_sigma`) like every other method's map here, where anomalib only
-  upsamples; the template wording and the 1e-6 clamp before harmonic means are listed in
-  methods/clip_towers.py. The component term clusters the same patch features as the few-shot memory
-  (ln_post tokens with the paper preset).
-- Image score = z(local) + z(global) + z(components). Each term is standardised without test data
-  by its values on held-out normals: leave-one-out (support i against the other k-1) for k >= 2;
-  for k = 1, four views of the support (shifted by `view_shift` of the image size, brightness x(1 +-
-  `view_gain`)) against the support itself. Scale = max(std, relative_floor * |mean|), ddof 0
-  (methods/standardise.py): with k = 2 the two leave-one-out values nearly coincide, so the
-  relative floor sets the scale (dev).
-- Parts: k-means on the few-shot patch features with the patch's mean colour appended
-  (`part_colour_weight`, dev); per part: area fraction, area fraction where present, regions, mean
-  colour, plus the total number of regions over all parts (a count change can move between parts).
-  The parts are fitted once on all supports; held-out terms reuse them (only statistics are held out).
-- Part statistics are standardised by the supports' spread with per-kind floors (area, count, colour;
-  dev); with k = 1 there is no spread and the floors alone are the scale. The component term is the
-  root mean square of these z-values. Regions smaller than `min_region` patches are not counted.
+Departures from WinCLIP / ComAD, each with its reason:
+- The image score is z(local) + z(global) + z(components), not WinCLIP+'s: the logical terms are the point.
+- Each term standardised (ddof 0) by held-out normals, leave-one-out over supports (k = 1: 4 shifted, brightened
+  views): the few-shot rule. Scale = max(std, `relative_floor` x |mean|): at k = 2 two values nearly coincide.
+- Part statistics standardised by the supports' spread with per-kind floors: at k = 1 there is no spread.
+- Parts fitted once on all supports and reused by the held-out terms: only statistics are held out.
+- The local map is blurred (sigma `blur_sigma`) after upsampling (anomalib only upsamples): as every method here.
+- Offline: the local term is the few-shot map's maximum (no text), the global embedding the mean local feature.
+The offline `window_scales=()`, `part_colour_weight`, `relative_floor` and the floors were chosen on procedural
+images rendered apart from the test set (indices >= 1000), never on a test set: see BENCHMARKS.md, section
+"Method settings and measurements moved from the method docstrings".
 """
 from __future__ import annotations
 
@@ -66,7 +38,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from methods.backbones import BackboneName, FeatureLevels
-from methods.base import FitContext, Prediction
+from methods.base import FitContext, Prediction, Requirements, WeightFile
 from methods.clip_towers import ClipTower, clip_model_names, harmonic_aggregation, multi_scale_harmonic
 from methods.common import aggregate_local, flatten_patches, upsample_and_blur
 from methods.options import NonNegativeFloat, OneOf, PositiveFloat, PositiveInt, Probability
@@ -86,7 +58,7 @@ class ClipLogicConfig:
     patch_size: PositiveInt = 3  # offline local aggregation (PatchCore's official choice)
     window_scales: tuple[PositiveInt, ...] = (2, 3)  # WinCLIP: windows of 2x2 and 3x3 patches
     temperature: PositiveFloat = 0.07  # WinCLIP: softmax(cos / 0.07)
-    num_parts: PositiveInt = 5  # REFERENCE.md: k-means with k ~ 5
+    num_parts: PositiveInt = 5  # docs/REFERENCE.md, "CLIP-based scoring (WinCLIP) and the component term": k ~ 5
     part_colour_weight: NonNegativeFloat = 1.0  # our choice: patch colour appended (x this) to the clustered features
     kmeans_iters: PositiveInt = 30  # our choice
     min_region: PositiveInt = 2  # our choice: smallest connected region (patches) that counts
@@ -336,6 +308,9 @@ class ClipLogic:
              "offline": ClipLogicConfig(clip_model=None, backbone="lite0", window_scales=())},
     summary="WinCLIP+ (CLIP zero-/few-shot) plus global and part-statistics logical terms (offline: Lite0, no text)",
     cheap_fit=True,
+    requires=lambda config: Requirements(
+        tuple(WeightFile(name) for name in filter(None, [config.backbone]))
+        + ((WeightFile(config.clip_model, config.clip_pretrained),) if config.clip_model else ())),
 )
 def create_clip_logic(config: ClipLogicConfig) -> ClipLogic:
     return ClipLogic(config)

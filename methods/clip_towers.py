@@ -25,7 +25,7 @@ Weights are searched in one documented order, stopping at the first hit; nothing
 1. an explicit file (`--weights ViT-B-16-plus-240=PATH`): used, or an error if it is not a file;
 2. the Hugging Face hub cache (open_clip's `hf_hub` id of the model/tag, safetensors then .bin);
 3. open_clip's URL download cache (`~/.cache/clip/<file name of the release URL>`).
-If none holds a file, `WeightsMissing` (from `methods.backbones`) names each place searched and how
+If none holds a file, `WeightsMissing` (from `methods.weight_files`) names each place searched and how
 to supply the file. Loading never downloads; `fetch_clip_weights` does on request (`python -m submission
 weights fetch`), with open_clip's own `download_pretrained` into the caches searched above. The
 tokenizer is open_clip's bundled `SimpleTokenizer` (its BPE vocabulary ships in the wheel), so no hub
@@ -37,17 +37,16 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.backbones import (LICENCES, WeightSearch, WeightsInvalid, WeightsMissing, check_published_digest,
-                               hub_cache_dir, hub_cache_file)
 from methods.cache import ContentCache, image_digest
 from methods.common import Normalise, mixed_precision
+from methods.weight_files import (LICENCES, WeightSearch, WeightsInvalid, WeightsMissing, check_published_digest,
+                                  hub_cache_dir, hub_cache_file)
 
 NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw", "{} without defect",
                  "{} without damage")  # WinCLIP: 7 normal states
@@ -156,22 +155,6 @@ def fetch_clip_weights(model: str, tag: str) -> Path:
         raise WeightsMissing(f"{model} ({tag}): open_clip's download wrote no file")
     check_published_digest(Path(target), model)
     return Path(target)
-
-
-def clip_weights_file(config: Any, explicit: Path | None = None) -> Path | None:
-    """The weight file a method config's CLIP tower needs (None when it runs no tower), or `WeightsMissing`.
-    The `--weights` key is the config's `clip_model` (an open_clip model name)."""
-    model = getattr(config, "clip_model", None)
-    return None if model is None else resolve_clip_weights(model, config.clip_pretrained, explicit)
-
-
-def clip_weights_available(config: Any, explicit: Path | None = None) -> str | None:
-    """None when the config needs no CLIP weights or they are found; otherwise the missing-weights message."""
-    try:
-        clip_weights_file(config, explicit)
-    except WeightsMissing as error:
-        return str(error)
-    return None
 
 
 def clip_preprocessing(model: str, tag: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

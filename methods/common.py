@@ -41,9 +41,10 @@ def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
 
 
 def aggregate_local(maps: list[torch.Tensor], patch_size: int = 3, count_include_pad: bool = False) -> torch.Tensor:
-    """PatchCore-style local features: average each level over a patch_size neighbourhood (`count_include_pad`:
-    whether the zero padding at the border counts in the average), resize every level to the first level's grid
-    (bilinear) and concatenate channels raw: [b, sum C_i, h, w]."""
+    """Local features (GCAD's grid, clip_logic's offline tower, PatchCore as anomalib computes it): average each
+    level over a patch_size neighbourhood (`count_include_pad`: whether the zero padding at the border counts in the
+    average), resize every level to the first level's grid (bilinear) and concatenate channels raw:
+    [b, sum C_i, h, w]."""
     height, width = maps[0].shape[-2:]
     pooled = []
     for level in maps:
@@ -54,12 +55,11 @@ def aggregate_local(maps: list[torch.Tensor], patch_size: int = 3, count_include
     return torch.cat(pooled, dim=1)
 
 
-def project_neighbourhoods(level: torch.Tensor, patch_size: int, dim: int, count_include_pad: bool = True,
-                           chunk: int = 8) -> torch.Tensor:
+def project_neighbourhoods(level: torch.Tensor, patch_size: int, dim: int, chunk: int = 8) -> torch.Tensor:
     """Each position's zero-padded patch_size x patch_size neighbourhood of a map [b,C,h,w], read as one vector of
     C*p*p values ordered (channel, row, column), averaged down (or repeated up) to `dim` values by 1-D adaptive
-    average pooling: [b, dim, h, w]. With `count_include_pad=False` each pooling bin averages only the values inside
-    the map (a bin that holds only padding gives 0). Runs `chunk` images at a time to bound the unfolded memory."""
+    average pooling (the padded zeros count): [b, dim, h, w]. Runs `chunk` images at a time to bound the unfolded
+    memory."""
     b, c, h, w = level.shape
     padding = patch_size // 2
 
@@ -69,14 +69,11 @@ def project_neighbourhoods(level: torch.Tensor, patch_size: int, dim: int, count
         return F.adaptive_avg_pool2d(columns.unsqueeze(1), (dim, h * w)).squeeze(1)
 
     projected = torch.cat([unfold_and_pool(level[i:i + chunk]) for i in range(0, b, chunk)])
-    if not count_include_pad:
-        inside = unfold_and_pool(torch.ones_like(level[:1]))  # share of each bin inside the map
-        projected = torch.where(inside > 0, projected / inside.clamp_min(1e-12), torch.zeros_like(projected))
     return projected.view(b, dim, h, w)
 
 
 def aggregate_official(maps: list[torch.Tensor], patch_size: int = 3, pretrain_dim: int = 1024,
-                       target_dim: int = 1024, count_include_pad: bool = True) -> torch.Tensor:
+                       target_dim: int = 1024) -> torch.Tensor:
     """PatchCore's local features as its official code computes them (amazon-science/patchcore-inspection):
     every level's zero-padded neighbourhood vector projected to `pretrain_dim` values (`project_neighbourhoods`),
     deeper levels resized bilinearly to the first level's grid, then the levels' vectors joined level by level
@@ -90,7 +87,7 @@ def aggregate_official(maps: list[torch.Tensor], patch_size: int = 3, pretrain_d
     height, width = maps[0].shape[-2:]
     levels = []
     for level in maps:
-        level = project_neighbourhoods(level, patch_size, pretrain_dim, count_include_pad)
+        level = project_neighbourhoods(level, patch_size, pretrain_dim)
         if level.shape[-2:] != (height, width):
             level = F.interpolate(level, size=(height, width), mode="bilinear", align_corners=False)
         levels.append(level)

@@ -1,47 +1,26 @@
 """GCAD: a local branch for structural anomalies and a bottlenecked global branch for logical ones.
 
 Bergmann et al., "Beyond Dents and Scratches: Logical Constraints in Unsupervised Anomaly Detection and
-Localization", IJCV 2022 (doi 10.1007/s11263-022-01578-9); no official code. A local regressor R_loc with a
-restricted receptive field regresses a frozen dense descriptor E_loc; an encoder E_glo squeezes the image
-through a g = 32 bottleneck into a d_glo = 10 map that an upsampling head U must turn back into E_loc
-(L_kd), and an unconstrained U-Net-like R_glo regresses E_glo. A = sum of the two z-normalised
+Localization", IJCV 2022 (doi 10.1007/s11263-022-01578-9); no official code. Specification: docs/REFERENCE.md,
+section "GCAD". A local regressor R_loc with a restricted receptive field regresses a frozen dense descriptor E_loc;
+an encoder E_glo squeezes the image through a g = 32 bottleneck into a d_glo = 10 map that an upsampling head U must
+turn back into E_loc (L_kd), and an unconstrained U-Net-like R_glo regresses E_glo. A = sum of the two z-normalised
 squared-error maps; image score = max of A, each branch's max in `extras` ("local", "global").
 
-Differences from REFERENCE.md §3, and why:
-- E_loc (`local_encoder`): "grid" (offline default; the seed project's variant) = backbone levels 2+3,
-  3x3-averaged, on a grid of stride `grid_stride` (8 -> 32x32 at 256 px; the seed used 16x16 cells, set
-  `grid_stride=16`; we pool dense features over each cell instead of feeding each cell to the backbone),
-  channels reduced to d_loc by adaptive average pooling over channels (as PatchCore's official projection:
-  fixed, not learned, no randomness) and standardised per channel on the training views. Its receptive
-  field is that of the backbone's level 3, not local. "distilled" (paper preset) = a small FCN with a
-  31 px receptive field at 256 px (paper: p = 17 and 33, two nets averaged; one net here, for time),
-  distilled from the teacher's grid features in every cell on augmented views of the support set only
-  (the paper distils on ImageNet; other images of the category would break the few-shot rule, and other
-  datasets are not handed to methods). It depends on the support set, so nothing is cached across cells.
-- Architecture sizes are ours (gcad_modules.py); no normalisation layers. E_glo's map is on a coarser
-  grid (`global_stride` 16) than E_loc's and U upsamples it. L_glo regresses a detached E_glo output, so
-  E_glo cannot shrink its map to make L_glo small; E_glo is trained by L_kd only.
-- `offline`: the trained networks see a half-size copy (128 px, `input_scale`; R_loc's receptive field
-  is 15 px there = 30 px of the 256 px image), widths 32, Adam lr 3e-3 for 150 steps of batch 8 (paper:
-  lr 1e-4 and far longer training): the CPU budget is ~10 s per cell. lr 1e-2 diverged in a trial.
-  Training uses a pool of `train_views` images: the support images plus augmented draws.
-- Augmentation: rotation up to 3 degrees (reflection padding), brightness/contrast jitter (never hue or
-  saturation: colours carry logical rules), flips only in `flip_categories` (a flip swaps slots in
-  part_slots or breakfast_box, which would teach a logical anomaly as normal). The seed project's
-  augmentation (RandomRotation(30), flips, ColorJitter) is not used for the same reason. Views come
-  from the shared augmentation (methods/augment.py) with `_augment_config`.
-- Randomness: the networks are initialised under a seed drawn from the cell's generator; views and
-  batches are drawn from it too.
-- mu, sigma: scalar mean/std (ddof 0, methods/standardise.py) of each branch's grid map over
-  `stat_views` fresh augmented views of the support set, scored by the final model after training.
-  They are other draws than the training views but of the same images, so the statistics are
-  optimistic (normal maps look smaller than on unseen images); holding out support images in turn
-  would need k extra trainings. No test or validation image is ever used, and the statistics are
-  fixed before the first predict.
-- Maps are upsampled bilinearly and blurred (sigma 4, as the other methods) before the max.
-- `regressor=seed`: both regressors are the seed project's decoder with additive skips (their R_loc had
-  no receptive-field restriction either); skip weights go 1 -> 0 over the first fifth of training and
-  are 0 when scoring. The seed project's full variant is `regressor=seed,grid_stride=16,local_encoder=grid`.
+Departures from the paper, each with its reason:
+- `distilled` E_loc (paper preset): one FCN, 31 px receptive field at 256 px (paper: p = 17 and 33 averaged): time.
+- It is distilled in each cell on augmented support views only (paper: ImageNet): the few-shot rule allows no more.
+- `grid` E_loc (offline; the seed project's idea): pooled backbone levels 2+3 on a `grid_stride` grid: no distilling
+  (its receptive field is backbone level 3's, not local).
+- Network sizes are ours (`methods/gcad_modules.py`, no normalisation layers): the paper gives only d_loc, d_glo, g.
+- E_glo's map is on a coarser grid (`global_stride` 16) that U upsamples: cheaper.
+- L_glo regresses a detached E_glo output: E_glo cannot shrink its map to make L_glo small.
+- Augmentation: 3 degrees, brightness/contrast, flips only in `flip_categories`: colours and slots carry logic.
+- mu, sigma from `stat_views` fresh views of the supports after training (paper: other normals): few-shot rule
+  (optimistic: views of trained images; holding supports out would cost k more trainings).
+- Maps upsampled bilinearly and blurred (sigma 4) before the max: as the harness's other methods.
+- Weights, views and batches drawn from the cell's generator: a cell is reproducible.
+- `offline`: 128 px input (`input_scale`), widths 32, lr 3e-3 x 150 steps, 24 views: the ~10 s per-cell CPU budget.
 """
 from __future__ import annotations
 
@@ -58,15 +37,14 @@ from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
 from methods.augment import AugmentConfig, augmented_views
 from methods.common import aggregate_local, seeded_from, upsample_and_blur
-from methods.gcad_modules import (DistillationHead, GlobalEncoder, LocalRegressor, SkipDecayRegressor, UNetRegressor,
-                                  local_receptive_field, normalise_images)
+from methods.gcad_modules import (DistillationHead, GlobalEncoder, LocalRegressor, UNetRegressor, local_receptive_field,
+                                  normalise_images)
 from methods.options import NonNegativeFloat, PositiveFloat, PositiveFraction, PositiveInt, Probability
 from methods.registry import register
 from methods.standardise import Standardiser
 
 LocalEncoder = Literal["grid", "distilled"]
-Regressor = Literal["paper", "seed"]
-LOCAL_ENCODERS, REGRESSORS = get_args(LocalEncoder), get_args(Regressor)
+LOCAL_ENCODERS = get_args(LocalEncoder)
 
 
 @dataclass(frozen=True)
@@ -84,12 +62,10 @@ class GCADConfig:
     d_loc: PositiveInt = 128  # paper
     d_glo: PositiveInt = 10  # paper
     bottleneck: PositiveInt = 32  # paper: g = 32
-    # networks (widths: our choice, sized for the CPU budget)
-    regressor: Regressor = "paper"  # paper: R_loc restricted + U-Net R_glo; "seed": seed project's skip-decay decoders
+    # networks (paper: R_loc with a restricted receptive field, U-Net-like R_glo; widths: our choice, for the CPU)
     local_width: PositiveInt = 64  # our choice: R_loc channels (16, 32, 64 strided, then 128)
     descriptor_width: PositiveInt = 64  # our choice: distilled E_loc channels
     global_width: PositiveInt = 64  # our choice: E_glo, U and R_glo channels
-    skip_decay_fraction: Probability = 0.2  # seed project: skip weights 1 -> 0 over the first fifth of training
     # training
     steps: PositiveInt = 2000  # our choice (paper trains much longer on full training sets)
     distill_steps: PositiveInt = 1000  # our choice (paper distils on ImageNet)
@@ -126,11 +102,6 @@ def project_channels(features: torch.Tensor, channels: int) -> torch.Tensor:
     return F.adaptive_avg_pool1d(flat, channels).view(b, h, w, channels).permute(0, 3, 1, 2)
 
 
-def seed_skip_weight(step: int, steps: int, fraction: float) -> float:
-    """The seed project's skip weight at a training step: 1 at the start, linearly 0 by `fraction` of training."""
-    return max(0.0, 1.0 - step / max(1.0, fraction * steps))
-
-
 class GCAD:
     """Local and global regression branches, z-normalised on augmented support views and summed."""
 
@@ -139,8 +110,6 @@ class GCAD:
     def __init__(self, config: GCADConfig) -> None:
         if config.local_encoder not in LOCAL_ENCODERS:
             raise ValueError(f"gcad: local_encoder={config.local_encoder!r}; choose one of {', '.join(LOCAL_ENCODERS)}")
-        if config.regressor not in REGRESSORS:
-            raise ValueError(f"gcad: regressor={config.regressor!r}; choose one of {', '.join(REGRESSORS)}")
         self.config = config
         self.n_down = _log2(config.grid_stride * config.input_scale, "grid_stride * input_scale")
         self.n_down_glo = _log2(config.global_stride * config.input_scale, "global_stride * input_scale")
@@ -158,12 +127,8 @@ class GCAD:
 
     def _build_networks(self) -> nn.ModuleDict:
         c = self.config
-        if c.regressor == "paper":
-            local = LocalRegressor(c.d_loc, c.local_width, self.n_down)
-            glob = UNetRegressor(c.d_glo, c.global_width, self.n_down_glo)
-        else:
-            local = SkipDecayRegressor(c.d_loc, c.local_width, self.n_down)
-            glob = SkipDecayRegressor(c.d_glo, c.global_width, self.n_down_glo)
+        local = LocalRegressor(c.d_loc, c.local_width, self.n_down)
+        glob = UNetRegressor(c.d_glo, c.global_width, self.n_down_glo)
         networks = nn.ModuleDict({"e_glo": GlobalEncoder(c.d_glo, c.bottleneck, c.global_width),
                                   "u": DistillationHead(c.d_glo, c.d_loc, c.global_width),
                                   "r_glo": glob, "r_loc": local})
@@ -221,11 +186,6 @@ class GCAD:
         descriptor.eval().requires_grad_(False)
         return losses
 
-    def _set_skip_weight(self, weight: float) -> None:
-        for module in self.networks.values():
-            if isinstance(module, SkipDecayRegressor):
-                module.skip_weight.fill_(weight)
-
     def _network_input(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """The normalised image copy the trained networks see, and the size of the global map."""
         grid = self._map_size(images, self.n_down_glo)
@@ -244,8 +204,7 @@ class GCAD:
             module.train()
         optimizer = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=c.lr, weight_decay=c.weight_decay)
         history: dict[str, list[float]] = {"kd": [], "glo": [], "loc": []}
-        for step, batch in enumerate(self._batches(len(views), c.steps).to(views.device)):
-            self._set_skip_weight(seed_skip_weight(step, c.steps, c.skip_decay_fraction))
+        for batch in self._batches(len(views), c.steps).to(views.device):
             (x, grid), target = self._network_input(views[batch]), local_targets[batch]
             global_map = nets["e_glo"](x, grid)
             losses = {"kd": F.mse_loss(nets["u"](global_map, target.shape[-2:]), target),  # U(E_glo) -> E_loc
@@ -256,7 +215,6 @@ class GCAD:
             optimizer.step()
             for name, value in losses.items():
                 history[name].append(value.item())
-        self._set_skip_weight(0.0)  # the seed project scores without skips
         for module in modules:
             module.eval().requires_grad_(False)
         return history
@@ -300,8 +258,7 @@ class GCAD:
                  "mu_sigma_loc_glo": [round(v, 6) for v in self.stats.tolist()],
                  "loss_first": mean(total[:tail]), "loss_last": mean(total[-tail:]),
                  **{f"loss_last_{name}": mean(values[-tail:]) for name, values in history.items()},
-                 "r_loc_receptive_field_px": (local_receptive_field(self.n_down) / c.input_scale
-                                              if c.regressor == "paper" else "unrestricted"),
+                 "r_loc_receptive_field_px": local_receptive_field(self.n_down) / c.input_scale,
                  "local_encoder_backbone": c.backbones[0], "fit_internal_s": round(seconds, 3)}
         if distil:
             facts.update(distill_images="augmented views of the support set only", distill_steps_run=len(distil),

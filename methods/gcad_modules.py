@@ -1,11 +1,14 @@
-"""The networks of GCAD (methods/gcad.py): local regressor / distilled descriptor, bottlenecked global
-encoder E_glo, distillation head U, the paper's U-Net-like R_glo and the seed project's skip-decay regressor.
+"""The networks of GCAD (`methods/gcad.py`): local regressor / distilled descriptor, bottlenecked global
+encoder E_glo, distillation head U and the paper's U-Net-like R_glo.
 
-Every network takes images normalised by `normalise_images` and returns maps of stride 2**n_down
-relative to its input (R_loc: the E_loc grid, n_down = 3, 32x32 at 256 px; E_glo and R_glo: the global
-grid, e.g. 16x16 from a 128 px copy of the image in the offline preset). No normalisation layers:
-with k <= 8 images, batch statistics would be noisy and differ between training and scoring.
-The sizes (channel widths, depth 5) are ours; the paper gives only d_loc, d_glo and g.
+Bergmann et al., IJCV 2022 (no official code; docs/REFERENCE.md, section "GCAD"). Every network takes images
+normalised by `normalise_images` and returns maps of stride 2**n_down relative to its input (R_loc: the E_loc grid,
+n_down = 3, 32x32 at 256 px; E_glo and R_glo: the global grid, e.g. 16x16 from a 128 px copy of the image in the
+offline preset).
+
+Departures from the paper, each with its reason:
+- The sizes (channel widths, depth 5, leaky ReLU slope 0.05) are ours: the paper gives only d_loc, d_glo and g.
+- No normalisation layers: with k <= 8 images, batch statistics would be noisy and differ between training and scoring.
 """
 from __future__ import annotations
 
@@ -140,30 +143,4 @@ class UNetRegressor(nn.Module):
         for up, fuse, skip in zip(self.decoder, self.fuse, reversed(skips[self.n_down - 1:-1])):
             x = up(F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False))
             x = fuse(torch.cat([x, skip], dim=1))
-        return self.head(x)
-
-
-class SkipDecayRegressor(nn.Module):
-    """The seed project's regressor: strided-conv encoder, ConvTranspose2d decoder with additive skips
-    scaled by `skip_weight` (1 -> 0 over the first part of training, 0 when scoring)."""
-
-    def __init__(self, out_channels: int, width: int, n_down: int, depth: int = 5) -> None:
-        super().__init__()
-        self.n_down = n_down
-        self.encoder = _encoder(width, depth)
-        enc = [level[0].out_channels for level in self.encoder]
-        skip_levels = range(depth - 2, n_down - 2, -1)  # encoder levels from stride 2**(depth-1) up to the output's
-        self.up = nn.ModuleList(nn.ConvTranspose2d(enc[i + 1], enc[i], 2, stride=2) for i in skip_levels)
-        self.head = nn.Conv2d(enc[n_down - 1], out_channels, 1)
-        self.register_buffer("skip_weight", torch.tensor(1.0))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """[b,3,H,W] -> [b,out,H/2**n_down,W/2**n_down]."""
-        skips = _run_encoder(self.encoder, images)
-        x = skips[-1]
-        for up, skip in zip(self.up, reversed(skips[self.n_down - 1:-1])):
-            x = up(x)
-            if x.shape[-2:] != skip.shape[-2:]:  # odd sizes: ConvTranspose2d gives exactly 2x, match the skip
-                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = F.leaky_relu(x + self.skip_weight * skip, NEGATIVE_SLOPE)
         return self.head(x)

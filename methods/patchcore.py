@@ -1,43 +1,29 @@
 """Few-shot PatchCore: the baseline every other method is compared with.
 
 Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022; official code
-amazon-science/patchcore-inspection (`patchcore/common.py`, `patchcore/patchcore.py`). The default follows
-the official computation:
+github.com/amazon-science/patchcore-inspection (`patchcore/common.py`, `patchcore/patchcore.py`); official defaults:
+docs/REFERENCE.md, section "PatchCore". What it computes, as the official code does:
 
-- Local features: at every position of each backbone level, the 3x3 neighbourhood is unfolded with zero
-  padding (the padded zeros count in every average taken from it), its C*9 values are pooled to a fixed
-  `pretrain_dim` by 1-D adaptive average pooling, deeper levels are resized bilinearly to the first level's
-  grid, and the levels' vectors, joined, are pooled once more to `target_dim` (`methods.common.aggregate_official`).
-  Each level therefore gets the same share of the feature, whatever its channel count. Official defaults for
-  WideResNet-50-2 (layer2 512 + layer3 1024 channels): 1024 / 1024, i.e. both equal to the deeper level's
-  channel count. For the bundled Lite0 (levels 2 and 3: 40 + 112 channels) the `offline` preset applies that
-  same relation, 112 / 112 (the official code has no Lite0 setting). Chosen on the procedural dev split
-  (`--procedural-split dev`, k = 1, 2, 4, 8 x 3 seeds) among 112, 256, 512 and 1024 (pretrain = target): 112
-  had the best mean image AUROC and F1-max (BENCHMARKS.md, "Settings chosen on the procedural dev split").
-  With two levels each level keeps target_dim / 2 values (56 for Lite0, 512 for WRN-50). On the same dev
-  split the previous `aggregation="concat"` scores higher than any official setting on logical anomalies with
-  Lite0; the default stays the published computation, and that departure stays one option away.
+- Local features: each backbone level's zero-padded 3x3 neighbourhood (the padded zeros count in the averages) read
+  as one C*9 vector and pooled to `pretrain_dim` values by 1-D adaptive average pooling; deeper levels resized
+  bilinearly to the first level's grid; the joined levels pooled again to `target_dim`
+  (`methods.common.aggregate_official`), so each level gets the same share of the feature.
 - Memory: every support patch feature; a test patch's score is its distance to the nearest memory patch.
-  With every patch kept (`coreset_ratio` 1), the memory is the union of the support images' patches, so a test
-  patch's nearest distances to each support image are kept in the run's content cache and a cell takes the
-  nearest over its support images: a test image's distances to one support image depend on neither k nor the
-  seed, and the VAND support sets are nested over k, so a grid computes each (test image, support image) pair
-  once. The same distances, in another order of work (float rounding aside).
-- Image score: the maximum of the raw patch scores. The anomaly map (patch scores upsampled bilinearly to
-  the input size, then Gaussian blur sigma 4) is only for localisation.
+- Image score: the maximum of the raw patch scores. The anomaly map (patch scores upsampled bilinearly to the input
+  size, then Gaussian blur sigma 4) is only for localisation.
 
-Departures, each a named option (the previous behaviour of this harness is
-`patchcore:aggregation=concat,count_include_pad=false,image_score=map_max`):
-- `coreset_ratio` (default 1.0 = keep every patch): with k <= 8 support images the memory is small, so the
-  greedy coreset the paper uses on full training sets is optional.
-- `aggregation="concat"`: average each level over its 3x3 neighbourhood and concatenate the levels' raw
-  channels, with no projection. Not the official computation: the deeper level (more channels) weighs more in
-  every distance. Kept to reproduce earlier results.
-- `count_include_pad=False`: border neighbourhoods average only the values inside the map instead of counting
-  the zero padding. Not the official computation (its zero-padded unfold pulls border features towards 0);
-  kept to reproduce earlier results.
-- `image_score="map_max"`: the image score is the maximum of the blurred, upsampled map (the MVTec LOCO
-  evaluator's rule for a method that only hands in maps) instead of the official maximum of the raw patch scores.
+Departures from the official code, each with its reason:
+- `coreset_ratio` 1.0 (keep every patch; the paper subsamples 10 % / 1 %): with k <= 8 images the memory is small.
+- `aggregation=concat` (an option, not the default): anomalib's PatchCore features, so its numbers can be compared
+  with anomalib's on the same cells (bench/vs_anomalib.py).
+- With every patch kept, each (test image, support image) pair's nearest distances are kept in the run's content
+  cache and a cell takes the nearest over its supports: the VAND support sets are nested over k, so a grid computes
+  each pair once (the same distances up to float rounding).
+- `offline` preset: the bundled Lite0 (levels 2 + 3: 40 + 112 channels) with `pretrain_dim` = `target_dim` = 112,
+  the official relation for WideResNet-50-2 (1024 / 1024 = the deeper level's channels; the official code has no
+  Lite0 setting). 112 was chosen among 112, 256, 512, 1024 on the procedural dev split (k = 1, 2, 4, 8 x 3 seeds):
+  see BENCHMARKS.md, section "Settings chosen on the procedural dev split: PatchCore's Lite0 dimensions, RegAD's
+  BatchNorm statistics".
 """
 from __future__ import annotations
 
@@ -64,17 +50,12 @@ class PatchCoreConfig:
     num_neighbors: PositiveInt = 1  # official code: nearest neighbour
     coreset_ratio: PositiveFraction = 1.0  # paper: 0.1 / 0.01 on full training sets; few-shot keeps all patches
     blur_sigma: NonNegativeFloat = 4.0  # official code: Gaussian sigma 4
-    # official code: project each level to pretrain_dim, then the joined levels to target_dim (each level weighs
-    # the same); "concat": raw channels concatenated, the deeper level weighs more (the harness's earlier default)
+    # official code: each level projected to pretrain_dim, then the joined levels to target_dim (each level weighs
+    # the same); "concat": anomalib's PatchCore features (3x3 average, zero padding counted, levels' raw channels
+    # concatenated: the deeper level weighs more), to compare with anomalib's numbers
     aggregation: Literal["official", "concat"] = "official"
     pretrain_dim: PositiveInt = 1024  # official default for WideResNet-50-2 (`pretrain_embed_dimension`)
     target_dim: PositiveInt = 1024  # official default for WideResNet-50-2 (`target_embed_dimension`)
-    # official code: zero-padded unfold, the padding counts in the averages; False: border averages use only values
-    # inside the map (the harness's earlier default)
-    count_include_pad: bool = True
-    # official code: the maximum of the raw patch scores; "map_max": the maximum of the blurred, upsampled map
-    # (the harness's earlier default)
-    image_score: Literal["patch_max", "map_max"] = "patch_max"
 
 
 def greedy_coreset(features: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -105,10 +86,9 @@ class PatchCore:
     def _patch_features(self, images: torch.Tensor, digests: list[bytes] | None = None) -> torch.Tensor:
         config = self.config
         maps = self._context.features.get(config.backbone, images, config.levels, digests)
-        if config.aggregation == "concat":
-            return aggregate_local(maps, config.patch_size, config.count_include_pad)  # [b, sum C_i, h, w]
-        return aggregate_official(maps, config.patch_size, config.pretrain_dim, config.target_dim,
-                                  config.count_include_pad)  # [b, target_dim, h, w]
+        if config.aggregation == "concat":  # anomalib's computation: [b, sum C_i, h, w]
+            return aggregate_local(maps, config.patch_size, count_include_pad=True)
+        return aggregate_official(maps, config.patch_size, config.pretrain_dim, config.target_dim)  # [b, target_dim, h, w]
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
         self._context = context
@@ -158,8 +138,7 @@ class PatchCore:
             patch_scores = nearest_distance(flatten_patches(features), self.memory, k=self.config.num_neighbors)
             patch_scores = patch_scores.view(b, h, w)
         maps = upsample_and_blur(patch_scores, images.shape[-2:], self.config.blur_sigma)
-        source = patch_scores if self.config.image_score == "patch_max" else maps
-        return Prediction(scores=source.flatten(1).max(dim=1).values, maps=maps)
+        return Prediction(scores=patch_scores.flatten(1).max(dim=1).values, maps=maps)
 
     def info(self) -> dict[str, Any]:
         return {**asdict(self.config), "memory_size": 0 if self.memory is None else len(self.memory)}

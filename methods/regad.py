@@ -1,50 +1,31 @@
 """RegAD: few-shot anomaly detection by feature registration, meta-trained without the target category.
 
 Huang et al., "Registration based Few-Shot Anomaly Detection", ECCV 2022; official code
-MediaBrain-SJTU/RegAD. A backbone with a spatial transformer (STN) after each of stages 1-3 is trained
-with a Siamese registration loss on other categories; at test time the STN features of the augmented
-support images, warped back to image coordinates, give a per-position Gaussian, and a test image's
-anomaly map is its Mahalanobis distance map (bilinear up, Gaussian sigma 4, image score = max).
+github.com/MediaBrain-SJTU/RegAD; official defaults: docs/REFERENCE.md, section "RegAD". A backbone with a spatial
+transformer (STN) after each of stages 1-3 is meta-trained with a Siamese registration loss on other categories
+(episodes of one query and `train_shot` supports); at test time the STN features of the augmented support images,
+warped back to image coordinates, give a per-position Gaussian, and a test image's anomaly map is its Mahalanobis
+distance map (bilinear up, Gaussian sigma 4, image score = max).
 
-Differences from REFERENCE.md §3 / the official code, and why:
-- Meta-training source: `source` option (the runner builds `FitContext.auxiliary` from it): the
-  procedural dataset (default, always available), `dataset` (the paper's leave-one-category-out on
-  the run's own dataset; not allowed under VAND 3.0 for MVTec LOCO, noted in `info()`), or a path.
-  One model per (target category, source, config), trained once and kept in `FitContext.artifacts`,
-  serves every k and seed (the official code trains one model per shot count). Its episodes pair
-  each query with `train_shot` supports (official default `--shot 2`), drawn without replacement.
-- Meta-training has its own generator and torch RNG stream seeded with `train_seed` (official
-  default 668), so the cached model does not depend on which cell happened to train it.
-- No checkpoint selection on the target's test set (the official code selects by test AUROC): the
-  final model is used. The cosine schedule starts at the base lr (the official one starts after one
-  step of decay and reaches 0 in its last epoch, which then learns nothing).
-- The Siamese head is only used in training; the official test also computes a cosine map but
-  discards it. The support-augmentation order is not shuffled (the Gaussian does not depend on it).
-- Input: images are resized to `input_size` (paper 224) inside the method and maps come back at the
-  run's size. `normalize`: the paper preset feeds [0,1] images as the official code does; the
-  offline preset normalises with the bundled Lite0's mean/std (0.5), which its weights expect.
-- Offline preset, sized for the 2-minute budget on 2 CPU cores: meta-training runs 4 epochs of
-  16-query batches at 128 px (16 SGD steps per target category on the procedural data;
-  BatchNorm statistics would therefore be updated at 128 px while testing runs at 224 px, so the
-  offline preset sets `train_bn_stats=false` and keeps the backbone's ImageNet statistics — chosen on
-  the procedural dev split (`--procedural-split dev`, k = 1, 2, 4, 8 x 3 seeds): higher mean image AUROC and
-  F1-max than the official BatchNorm updates; BENCHMARKS.md, "Settings chosen on the procedural dev split"),
-  and the Gaussian uses the 2x2-pooled grid (`gaussian_stride` 8).
-- Offline backbone: the bundled EfficientNet-Lite0 split into three stages ending at strides 4, 8,
-  16 (24, 40, 112 channels) in place of ResNet-18's layer1-3; the Siamese head's width is the
-  stage-3 channel count (official: 256 = ResNet-18 layer3). The STN's localisation network
-  adaptive-pools to the sizes that 224 px gives (14, 7, 4), so any input size works.
-- Inverse warping composes the inverse affine matrices and resamples once per stage (the official
-  code resamples once per warp: same transform, more interpolation blur).
-- Gaussian: covariance with denominator max(n - 1, 1), + 0.01 I; Mahalanobis distance via a batched
-  Cholesky factor and triangular solves over chunks of positions (no per-position loop, no inverse).
-  `gaussian_stride` 4 is the official stage-1 grid; 8 average-pools it 2x2, which keeps the stored
-  factor at 93 MiB for Lite0 at 224 px instead of 373 MiB (measured in bench/bench_regad.py).
-- Scores are raw distances: no min-max normalisation over the test set (a per-image evaluator
-  cannot do it). Test-image and support-view features of one trained model are kept across cells in the
-  run's content cache (`context.features.store`, keyed by the model file's digest), as DESIGN.md asks for
-  backbone features; the support views are deterministic, so fusion's leave-one-out refits (RegAD's per-cell
-  fit is only a Gaussian: `cheap_fit`) reuse them and only refit the Gaussian.
+Departures from the official code, each with its reason:
+- Meta-training data `source`: procedural by default; `dataset` (the paper's leave-one-category-out on the run's
+  dataset) breaks the VAND 3.0 rule for MVTec LOCO, and `info()` says so.
+- One model per (target, source, config) serves every k and seed (official: one per shot count): training cost.
+- Meta-training draws from its own stream seeded by `train_seed`: the cached model never depends on the cell.
+- The final model (official: the checkpoint best on the target's test set): that would leak the test labels.
+- The cosine schedule starts at the base lr (official: one step of decay first; its last epoch learns nothing).
+- Images resized to `input_size` inside, maps returned at the run's size; the STNs adaptive-pool: any size works.
+- No cosine map at test time (the official test computes one and discards it): the same scores, less work.
+- Inverse warps composed and resampled once per stage (official: once per warp): the same map, less blur.
+- Gaussian via batched Cholesky factors and triangular solves over chunks of positions: no inverse, bounded memory.
+- Raw distances, no min-max normalisation over the test set (official): a per-image evaluator cannot do it.
+- Test and support-view features of a saved model kept in the run's content cache: fusion's refits reuse them.
+- `offline`: Lite0 split at strides 4, 8, 16 (24, 40, 112 channels; head width 112), normalised (0.5), 4 epochs of
+  16-query batches at 128 px, `gaussian_stride` 8 (2x2-pooled grid: 93 MiB instead of 373): the CPU budget (see
+  BENCHMARKS.md, section "Per-method CPU benches (procedural data, 256 px, k = 4, seeds 42 0 1234, preset offline)").
+- `offline` `train_bn_stats=false` (meta-training at 128 px would move BatchNorm statistics used at 224 px): chosen on
+  the procedural dev split, see BENCHMARKS.md, section "Settings chosen on the procedural dev split: PatchCore's
+  Lite0 dimensions, RegAD's BatchNorm statistics".
 """
 from __future__ import annotations
 
@@ -65,7 +46,7 @@ import torch.nn.functional as F
 
 from methods.augment import luma
 from methods.backbones import BackboneName
-from methods.base import AuxiliaryCategory, FitContext, Prediction
+from methods.base import AuxiliaryCategory, FitContext, Prediction, Requirements, WeightFile
 from methods.cache import ContentCache, image_digest
 from methods.common import rotation_matrices, torch_threads, upsample_and_blur, warp
 from methods.options import (Check, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability,
@@ -129,7 +110,8 @@ def augment_support(images: torch.Tensor, config: RegADConfig) -> torch.Tensor:
 
 def single_thread_on_cpu(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Run torch single-threaded on the CPU for a while: batched small LAPACK calls (Cholesky, triangular
-    solves of 176x176 matrices) are up to 25x slower with two OpenMP threads (bench/bench_regad.py)."""
+    solves of 176x176 matrices) are up to 25x slower with two OpenMP threads (BENCHMARKS.md, section "Method settings
+    and measurements moved from the method docstrings")."""
     return torch_threads(1 if device.type == "cpu" else None)
 
 
@@ -393,6 +375,8 @@ class RegAD:
     trains=True,
     cheap_fit=True,
     uses_auxiliary=True,
+    requires=lambda config: Requirements((WeightFile(config.backbone),),  # no other categories without meta-training
+                                         auxiliary_source=config.source if config.train_epochs else None),
 )
 def create_regad(config: RegADConfig) -> RegAD:
     return RegAD(config)

@@ -1,8 +1,9 @@
 """RegAD's networks: backbone stages with a spatial transformer after each, and the Siamese registration head.
 
 Huang et al., "Registration based Few-Shot Anomaly Detection", ECCV 2022; official code
-MediaBrain-SJTU/RegAD (models/stn.py, models/siamese.py, losses/norm_loss.py). Written from
-REFERENCE.md §3 and those files' facts; `methods/regad.py` holds the method and its differences.
+github.com/MediaBrain-SJTU/RegAD (models/stn.py, models/siamese.py, losses/norm_loss.py); the specification:
+docs/REFERENCE.md, section "RegAD". Written from those files' facts; `methods/regad.py` holds the method and its
+departures from the official code.
 """
 from __future__ import annotations
 

@@ -10,49 +10,44 @@ preset that does not pass is a programming error, raised when the method registe
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import typing
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from methods.base import Method
+from methods.base import Method, MethodEntry, MethodVariant
 from methods.options import describe, fits, parse, suggest
 
 PRESETS = ("paper", "offline")
+BUILTIN_MODULES = tuple(f"methods.{name}" for name in  # registration order = the default run order (fusion's
+                        ("bgad", "clip_logic", "fusion", "gcad", "patchcore", "regad", "simplenet"))  # members too)
 
 
 class MethodSpecError(ValueError):
     """An unknown method name, an unknown config key, or a value its field does not admit (type, choice, range)."""
 
 
-@dataclass(frozen=True)
-class MethodEntry:
-    """What the registry knows of a method before any cell runs."""
-
-    name: str
-    factory: Callable[..., Method]
-    config: type
-    presets: dict[str, Any]  # preset name -> config instance
-    summary: str
-    trains: bool = False  # trains a network (in the cell, or once per category like RegAD's meta-training)
-    uses_auxiliary: bool = False  # needs other categories (RegAD)
-    needs_fitted: bool = False  # consumes other members fitted in the same cell (fusion)
-    cheap_fit: bool = False  # its per-cell fit trains nothing (a memory, a Gaussian): fusion refits it leave-one-out
-    uses_anomalies: bool = False  # receives labelled anomalies (`FitContext.anomalies`) when the run has them (BGAD)
-
-    def backbones(self, config: Any) -> tuple[str, ...]:
-        """Backbone names whose weights the config needs."""
-        names = getattr(config, "backbones", None)
-        if names is not None:
-            return tuple(names)
-        return (config.backbone,) if getattr(config, "backbone", None) else ()
-
-
 _REGISTRY: dict[str, MethodEntry] = {}
+_LOADED: list[bool] = []  # the built-in modules were imported (registration happens on first lookup)
 
 
-def register(name: str, *, config: type, presets: dict[str, Any], summary: str, **flags: bool) -> Callable:
+def load_builtins() -> None:
+    """Import the built-in method modules once (each registers itself); lookups call it, so importing the
+    registry imports no method."""
+    if not _LOADED:
+        _LOADED.append(True)
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+
+
+def register(name: str, *, config: type, presets: dict[str, Any], summary: str, **declared: Any) -> Callable:
     """Decorator: register a factory `f(config) -> Method` under `name` with its presets and `MethodEntry`'s
-    flags (`trains`, `cheap_fit`, ...; an unknown one is a TypeError at import)."""
+    declarations: flags (`trains`, `cheap_fit`, ...), `requires` (config -> `Requirements`; default: the
+    config's `backbone` / `backbones` fields) and, for a fusing method, `members` (an unknown keyword is a
+    TypeError at import)."""
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} is registered already (by {_REGISTRY[name].source})")
+    if declared.get("needs_fitted") and declared.get("members") is None:
+        raise TypeError(f"{name}: a method that consumes fitted members declares `members`")
     if set(presets) != set(PRESETS):
         raise ValueError(f"{name}: presets must be exactly {PRESETS}")
     for preset, preset_config in presets.items():  # a broken preset is a bug: fail at import, not in a cell
@@ -61,19 +56,22 @@ def register(name: str, *, config: type, presets: dict[str, Any], summary: str, 
         check_config(preset_config, f"{name} preset {preset!r}")
 
     def decorate(factory: Callable[..., Method]) -> Callable[..., Method]:
-        _REGISTRY[name] = MethodEntry(name, factory, config, presets, summary, **flags)
+        _REGISTRY[name] = MethodEntry(name, factory, config, presets, summary, **declared)
         return factory
 
     return decorate
 
 
 def list_methods() -> list[MethodEntry]:
-    """All registered methods, in registration order."""
-    return list(_REGISTRY.values())
+    """All registered methods: the built-ins in `BUILTIN_MODULES` order, then the others in registration order."""
+    load_builtins()
+    rank = {module: index for index, module in enumerate(BUILTIN_MODULES)}
+    return sorted(_REGISTRY.values(), key=lambda entry: rank.get(entry.factory.__module__, len(rank)))
 
 
 def get_entry(name: str) -> MethodEntry:
     """The entry of a registered method, or an error listing the registered names."""
+    load_builtins()
     if name not in _REGISTRY:
         raise MethodSpecError(f"unknown method {name!r}; registered: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
@@ -137,19 +135,6 @@ def create_method(spec: str, preset: str = "offline") -> Method:
     """Build a method from a spec such as `patchcore` or `patchcore:num_neighbors=3`."""
     entry, config = build_config(spec, preset)
     return entry.factory(config)
-
-
-@dataclass(frozen=True)
-class MethodVariant:
-    """A method variant as the run names it: its spec, registry entry and checked config."""
-
-    spec: str
-    entry: MethodEntry
-    config: Any
-
-    def create(self) -> Method:
-        """A new, unfitted instance."""
-        return self.entry.factory(self.config)
 
 
 def build_variant(spec: str, preset: str = "offline") -> MethodVariant:

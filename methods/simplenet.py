@@ -1,53 +1,28 @@
 """Few-shot SimpleNet: a discriminator trained to tell adapted normal patch features from noised copies.
 
-Liu et al., "SimpleNet: A Simple Network for Image Anomaly Detection and Localization", CVPR 2023;
-official code DonaldRR/SimpleNet (simplenet.py, common.py, main.py, run.sh). Frozen backbone
-features (two levels, 3x3 neighbourhoods, adaptive-average-pooled to a fixed dimension) pass through a
-linear feature adaptor; Gaussian noise added to the adapted features gives "anomalous" features; a
-2-layer MLP discriminator D is trained with a truncated L1 loss to score true features above +th and
-noised ones below -th. A test patch scores -D(adapted feature); the image score is the maximum.
+Liu et al., "SimpleNet: A Simple Network for Image Anomaly Detection and Localization", CVPR 2023; official code
+github.com/DonaldRR/SimpleNet (simplenet.py, common.py, main.py, run.sh); official defaults: docs/REFERENCE.md,
+section "SimpleNet". As the official code: frozen backbone features (two levels, 3x3 neighbourhoods unfolded, the
+deeper level resized bilinearly to the shallower grid, each level's C*9 vector adaptive-avg-pooled to
+`pretrain_dim`, the levels stacked and pooled again to `target_dim`) pass through a linear adaptor (AdamW, Xavier-
+normal weights); Gaussian noise added to the adapted features gives "anomalous" features; a discriminator D =
+Linear -> BatchNorm1d -> LeakyReLU(0.2) -> Linear (Adam) is trained with a truncated L1 loss (th = 0.5) to score true
+features above +th and noised ones below -th, true and fake as one batch; 40 meta-epochs x 4 epochs of shuffled
+8-image batches. A test patch scores -D(adapted feature); the image score is the maximum of the raw patch scores
+(before the blur); the map is the patch scores upsampled bilinearly and blurred (sigma 4).
 
-Faithful to REFERENCE.md §3 and the official code: unfold (3x3, stride 1, pad 1) per level, the
-deeper level's neighbourhood vectors resized bilinearly to the shallower grid, each level's C*9
-vector adaptive-avg-pooled to `pretrain_dim`, the levels stacked and pooled again to `target_dim`;
-adaptor Linear(d, d) (AdamW, lr 1e-4 = the official 1e-3 * 0.1, weight decay 0.01), Xavier-normal
-weights; D = Linear(d, hidden) -> BatchNorm1d -> LeakyReLU(0.2) -> Linear(hidden, 1, no bias) (Adam,
-lr 2e-4, weight decay 1e-5); true and fake features through D as one batch; th = 0.5; noise std 0.015;
-batch 8 images, 40 meta-epochs x 4 epochs, each epoch one pass over the training images in
-shuffled batches (so k <= 8 support images give one step per epoch, 160 steps in all).
-
-Differences, with reasons:
-- Input size: the official code resizes to 329 and centre-crops 288. The harness feeds images at the
-  run's size (256 by default) and we use them whole: a crop would cut off LOCO's logical content at
-  the borders, and the resize is the harness's.
-- No checkpoint selection: the official code evaluates on the test set after every meta-epoch and
-  keeps the best one (test leakage); we keep the final model. Meta-epochs therefore only multiply the
-  epochs (the official cosine schedule is off by default and is not implemented).
-- Few-shot augmentation (this project's issue, after the seed project; the official dataset has the
-  same knobs, all off by default): each support image gets `augment_views` fixed views (random flips,
-  a small rotation with reflection padding, brightness/contrast/saturation jitter), computed once per
-  fit through `FeatureCache.compute` (not cached). Every epoch draws, per support image, one of its
-  views or the image itself, like a data loader with random transforms. Flips are off for the
-  categories in `no_flip_categories`, whose logic a mirror image breaks (fixed slot or compartment
-  layouts, an upright bottle).
-- Randomness: weights, shuffling, views and noise all come from `FitContext.generator`, never the
-  global RNG (whose state depends on which method built the shared backbone first).
-- The unfold -> resize -> pool -> concatenate -> pool chain is linear, so it runs as one fixed conv
-  kernel per level followed by the resize (`embedding_kernels`; equal to the chain up to float
-  rounding, checked in the tests). For Lite0 on the CPU this is several times faster than materialising
-  the C*9 vectors; for WideResNet's 4608/9216-long vectors on the CPU it is ~2x slower (on a GPU both
-  are negligible next to the backbone).
-- Image score = max of the raw patch scores, before the blur, as the official code; the map is the
-  patch scores upsampled bilinearly to the input size and blurred (sigma 4).
-- `offline` preset (2 CPU cores): the bundled Lite0 (levels 2 + 3 = 40 + 112 channels, so C*9 = 360
-  and 1008), dimensions 256 (D hidden 170 = 256 // 1.5, the official rule behind 1536 -> 1024), 2
-  augmented views per support image, and 400 steps of 512 sampled patches instead of 160 steps of
-  all k*h*w patches (D needs updates more than samples; less cost). The training loop runs on one
-  CPU thread (`train_threads`): its small matrix products gain little from a second thread, and
-  on a shared machine two spinning threads made each step 6-9x slower. Noise std 1.0, not 0.015:
-  Lite0's pooled features spread ~4 per dimension, and with 0.015 (or 0.1) the loss never leaves its
-  plateau of 1 (D cannot tell true from noised features); 1.0 was chosen among 0.1/0.3/1/3 on
-  synthetic defects pasted into held-out procedural train/good images (never test images).
+Departures from the official code, each with its reason:
+- Images whole at the run's size (official: resize 329, centre crop 288): a crop cuts LOCO's logic at the borders.
+- The final model (official: the best test epoch): choosing by test AUROC leaks the test labels.
+- No cosine lr schedule: it is off by default in the official code, so it is not implemented.
+- `augment_views` fixed views per support (flips, small rotation, jitter; no flips in `no_flip_categories`): k <= 8.
+- Weights, shuffling, views and noise from `FitContext.generator`: the global RNG depends on other methods.
+- The linear feature chain runs as one conv kernel per level (`embedding_kernels`): equal up to rounding, faster.
+- `offline` preset: Lite0 (levels 2 + 3), dims 256 (D hidden 170 = 256 // 1.5, the official ratio), 2 views,
+  400 steps of 512 sampled patches, one CPU thread (`train_threads`): the CPU budget.
+- `offline` noise std 1.0 (official 0.015): Lite0's pooled features spread more, and with 0.015 D never learns; chosen
+  among 0.1/0.3/1/3 on synthetic defects in held-out procedural train images (never test images): see BENCHMARKS.md,
+  section "Method settings and measurements moved from the method docstrings".
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ their masks) only to methods registered with `uses_anomalies=True`.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -82,6 +82,23 @@ def kept_indices(count: int, held: Sequence[int]) -> list[int]:
     """Indices 0..count-1 not in `held`, in order."""
     dropped = set(held)
     return [i for i in range(count) if i not in dropped]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A cell's labelled anomalies: their indices into the category's test items, their ids (manifest.json), and
+    the category with them removed (the cell's test set, for every method)."""
+
+    indices: tuple[int, ...]
+    names: tuple[str, ...]
+    category: Category
+
+
+def hold_out(category: Category, m: int, seed: int) -> HeldOut:
+    """The m labelled anomalies a cell with this seed draws from `category` and the category without them (the
+    category itself for m = 0): the one place the hold-out is decided, for the worker and the failure path."""
+    held = anomaly_indices(category.test, m, seed)
+    return HeldOut(held, tuple(category.test[i].name for i in held), without_items(category, held))
 
 
 def without_items(category: Category, held: Sequence[int]) -> Category:

@@ -105,31 +105,3 @@ def pixel_metrics(truth: GroundTruth, maps: list[np.ndarray], device: torch.devi
         if name in scores.auspro:
             out[key] = scores.auspro[name][0.05]
     return out
-
-
-def _reference_pixel_metrics(truth: GroundTruth, maps: list[np.ndarray]) -> dict[str, float | None]:
-    """`pixel_metrics` as it was before `metrics.pixel_scores` (the reference implementation in
-    metrics._reference, one call per metric and subset): what tests and bench/pixel_metrics.py check against."""
-    from metrics import _reference as ref
-
-    keys = ("pixel_auroc", "aupro_0.3", "auspro_0.05", "auspro_logical_0.05", "auspro_structural_0.05")
-    out: dict[str, float | None] = dict.fromkeys(keys)
-    if truth.masks is None:
-        return out
-    binary = [np.any(np.stack(m), axis=0) if m else np.zeros(s, dtype=bool) for m, s in zip(truth.masks, truth.sizes)]
-    out["pixel_auroc"] = ref.pixel_auroc(binary, maps)
-    out["aupro_0.3"] = ref.aupro(binary, maps, fpr_limit=0.3)
-    if not truth.defects:
-        return out
-    everything = _subset(truth, None)
-    cache: dict[tuple[int, ...], float | None] = {}  # a subset equal to the whole set is computed once
-    for kind, key in ((None, "auspro_0.05"), (LOGICAL, "auspro_logical_0.05"), (STRUCTURAL, "auspro_structural_0.05")):
-        index = _subset(truth, kind)
-        if kind is not None and not any(truth.kinds[i] == kind for i in index):
-            continue
-        subset = tuple(index.tolist()) if len(index) != len(everything) else ()
-        if subset not in cache:
-            masks = [truth.masks[i] for i in index]
-            cache[subset] = ref.auspro(masks, [maps[i] for i in index], truth.defects, fpr_limits=(0.05,))[0.05]
-        out[key] = cache[subset]
-    return out

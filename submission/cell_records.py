@@ -16,9 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from runfolder.schema import LOGICAL, STRUCTURAL
-from submission.anomaly_shots import anomaly_indices, without_items
+from submission.anomaly_shots import hold_out
+from submission.config import RunConfig
 from submission.datasets.records import Category
-from submission.run_folder import RunFolder
+from submission.preflight import Variant
+from submission.run_folder import RunFolder, ScoreFrame
 
 
 @dataclass(frozen=True)
@@ -40,28 +42,15 @@ class CellJob:
     """What every worker needs to run cells of one run: the config, the checked variants (pre-flight done on
     the driver), the categories read there, and the artifacts folder methods keep across cells."""
 
-    config: Any  # submission.config.RunConfig
+    config: RunConfig  # with `threads` resolved by the driver
     preset: str
-    variants: tuple[Any, ...]  # submission.preflight.Variant, in run order
+    variants: tuple[Variant, ...]  # in run order
     categories: tuple[Category, ...]
     artifacts: Path
 
     def category(self, name: str) -> Category:
         """The category of the run named `name`."""
         return next(c for c in self.categories if c.name == name)
-
-
-@dataclass(frozen=True)
-class ScoreFrame:
-    """The rows of one scores/<variant>/k<k>_s<seed>/<category>.csv."""
-
-    variant_dir: str
-    names: list[str]
-    kinds: list[str]
-    labels: list[int]
-    scores: np.ndarray
-    extras: dict[str, np.ndarray]
-    paths: list[str]
 
 
 @dataclass(frozen=True)
@@ -104,8 +93,7 @@ def failed_result(job: CellJob, task: CellTask, error: str, worker: str) -> Cell
     """A cell none of whose pending variants could run (its worker died every time it was tried): failed rows,
     so the run goes on and a rerun into the same folder tries the cell again."""
     m = job.config.anomaly_shots
-    full = job.category(task.category)
-    category = without_items(full, anomaly_indices(full.test, m, task.seed))
+    category = hold_out(job.category(task.category), m, task.seed).category
     info = json.dumps({"preset": job.preset, "error": error})
     outcomes = tuple(VariantOutcome({**base_row(v.spec, job.preset, category, task.k, task.seed, m), "status": "failed",
                                      "method_info": info}) for v in job.variants if v.spec in task.pending)
@@ -120,8 +108,7 @@ def write_cell_result(folder: RunFolder, result: CellResult) -> None:
     for outcome in result.outcomes:
         frame = outcome.scores
         if frame is not None:
-            folder.write_scores(frame.variant_dir, task.k, task.seed, task.category, frame.names, frame.kinds,
-                                frame.labels, frame.scores, frame.extras, frame.paths)
+            folder.write_scores(frame, task.k, task.seed, task.category)
             for item_name, anomaly_map in outcome.maps:
                 folder.write_map(frame.variant_dir, task.k, task.seed, task.category, item_name, anomaly_map)
         folder.append_result(outcome.row)

@@ -10,9 +10,9 @@ from typing import NoReturn
 from rich.console import Console
 from rich.markup import escape
 
-from submission.config import DEFAULT_SEEDS, DEFAULT_SHOTS, DEVICES, METRICS, PRECISIONS, RunConfig
+from submission.config import (DEFAULT_SEEDS, DEFAULT_SHOTS, DEVICES, EXECUTORS, METRICS, PRECISIONS, SLURM_CLUSTERS,
+                               ExecutorConfig, RunConfig)
 from submission.errors import HarnessError
-from submission.executors import EXECUTORS, SLURM_CLUSTERS, ExecutorConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bound of the run's feature cache in GiB (default 4; least recently used entries go first)")
     run.add_argument("--decode-workers", type=int, default=None,
                      help="threads decoding and resizing images (default min(8, CPU count); 1: serial)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch threads of every worker, set per cell under every executor (a method that trains "
+                          "follows it); default: the run folder's recorded value on a resume, else this machine's")
     run.add_argument("--shard", type=_shard, help="i/n: run every n-th cell starting at i (merge with leaderboard merge)")
     scale = run.add_argument_group("scaling out (README: Scaling out)")
     scale.add_argument("--executor", choices=EXECUTORS, default="local",
@@ -70,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "slurm (a submitit job array; extra 'slurm'); the results are the same")
     scale.add_argument("--workers", type=int, help="ray: actors (default: one per GPU, else one per --cpus-per-worker "
                                                    "cores); slurm: array jobs (default: one per category)")
-    scale.add_argument("--cpus-per-worker", type=int, default=1, help="CPU cores (torch threads) of each worker")
+    scale.add_argument("--cpus-per-worker", type=int, default=None,
+                       help="CPU cores reserved for each worker (default: --threads)")
     scale.add_argument("--retries", type=int, default=2, help="times a cell whose worker died is tried again")
     scale.add_argument("--ray-address", help="join this Ray cluster (auto, ray://head:10001); default: start a local one")
     scale.add_argument("--slurm-partition", help="Slurm partition of the array jobs")
@@ -123,8 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
-    from submission.runner import run
-
     names = [name for name, _ in args.weights]
     if len(set(names)) != len(names):  # a dict would keep only the last
         raise HarnessError(f"--weights: {', '.join(sorted({n for n in names if names.count(n) > 1}))} given twice")
@@ -135,11 +137,14 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         save_maps=args.save_maps, metrics=args.metrics,
         batch_size=args.batch_size, shard=args.shard, procedural_split=args.procedural_split,
         cache_gib=args.cache_gib, decode_workers=args.decode_workers, anomaly_shots=args.anomaly_shots,
+        threads=args.threads,
         executor=ExecutorConfig(name=args.executor, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                                 retries=args.retries, ray_address=args.ray_address,
                                 slurm_partition=args.slurm_partition, slurm_time_min=args.slurm_time,
                                 slurm_cluster=args.slurm_cluster),
     )
+    from submission.runner import run  # after the option checks: a bad option imports no method or network
+
     run_dir = run(config, console)
     return show_leaderboard(run_dir, console)
 
@@ -163,9 +168,8 @@ def command_methods(console: Console) -> int:
     from methods import list_methods
 
     for entry in list_methods():
-        def weights(cfg) -> str:
-            names = [*entry.backbones(cfg), *filter(None, [getattr(cfg, "clip_model", None)])]
-            return ", ".join(names) or "no weights"
+        def weights(config: object) -> str:
+            return ", ".join(need.name for need in entry.requirements(config).weights) or "no weights"
 
         needs = "; ".join(f"{preset}: {weights(cfg)}" for preset, cfg in entry.presets.items())
         flags = [flag for flag, on in (("trains", entry.trains), ("auxiliary categories", entry.uses_auxiliary),

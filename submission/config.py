@@ -1,12 +1,13 @@
 """The run's configuration, parsed from the command line or built from Python, and checked when it is built."""
 from __future__ import annotations
 
+import importlib.util
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from methods.common import PRECISIONS  # frozen networks on CUDA: fp32, or auto = bf16 autocast
 from submission.errors import HarnessError
-from submission.executors import ExecutorConfig
 from submission.option_checks import choice, is_int, names, numbers
 
 DEFAULT_SEEDS = (42, 0, 1234)
@@ -17,6 +18,49 @@ PROCEDURAL_SPLITS = ("test", "dev")  # as submission.datasets.procedural.PROCEDU
 METRICS = ("all", "image")  # all: image and pixel metrics; image: image metrics only (no pixel AUROC, AUPRO, AU-sPRO)
 MIN_IMAGE_SIZE = 32
 SEED_RANGE = (-(2**63), 2**64)  # what torch.manual_seed accepts
+
+EXECUTORS = ("local", "ray", "slurm")
+SLURM_CLUSTERS = ("slurm", "local", "debug")  # submitit's: a Slurm cluster, or its stand-ins on this machine
+EXTRA = {"ray": ("ray", "ray"), "slurm": ("submitit", "slurm")}  # executor -> (module, pip extra)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Which executor runs the cells and how many workers it uses; never changes what a cell computes."""
+
+    name: str = "local"  # see EXECUTORS
+    workers: int | None = None  # ray: actors (default: one per GPU of the cluster, else one per
+    # `cpus_per_worker` cores); slurm: array jobs (default: one per category). Not used by local
+    cpus_per_worker: int | None = None  # CPU cores reserved for each worker; None: the run's thread count
+    retries: int = 2  # a cell whose worker dies (or array job fails) is tried again up to this many times
+    ray_address: str | None = None  # join this Ray cluster (`auto`, `ray://head:10001`); None: start a local one
+    slurm_partition: str | None = None
+    slurm_time_min: int = 240  # wall-clock limit of each array job
+    slurm_cluster: str = "slurm"  # see SLURM_CLUSTERS: `local` runs the array as processes here (trying it out)
+
+    def validate(self) -> None:
+        """Raise a one-line `HarnessError` naming the first option that cannot be used (a missing extra too)."""
+        choice("--executor", self.name, EXECUTORS)
+        for option, value in (("--slurm-time", self.slurm_time_min), ("--workers", self.workers),
+                              ("--cpus-per-worker", self.cpus_per_worker)):
+            if value is not None:
+                numbers(option, (value,), low=1)
+        numbers("--retries", (self.retries,), low=0)
+        if self.workers is not None and self.name == "local":
+            raise HarnessError(f"--workers {self.workers}: only with --executor ray or slurm")
+        if self.ray_address is not None and self.name != "ray":
+            raise HarnessError(f"--ray-address {self.ray_address}: only with --executor ray")
+        if self.slurm_partition is not None and self.name != "slurm":
+            raise HarnessError(f"--slurm-partition {self.slurm_partition}: only with --executor slurm")
+        choice("--slurm-cluster", self.slurm_cluster, SLURM_CLUSTERS)
+        if self.name in EXTRA:
+            module, extra = EXTRA[self.name]
+            if importlib.util.find_spec(module) is None:
+                raise HarnessError(f"--executor {self.name}: the {module} package is not installed "
+                                   f"(pip install 'fewshot-ad-harness[{extra}]', or pip install -e '.[{extra}]')")
+        if self.name == "slurm" and self.slurm_cluster == "slurm" and shutil.which("sbatch") is None:
+            raise HarnessError("--executor slurm: no Slurm here (sbatch not found); --slurm-cluster local runs the "
+                               "job array as processes on this machine")
 
 
 @dataclass(frozen=True)
@@ -56,6 +100,9 @@ class RunConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where the cells run (never what they compute)
     anomaly_shots: int = 0  # m labelled anomalies per cell, drawn from and removed from its test set
     # (submission.anomaly_shots); 0 = the VAND protocol. One m per run folder
+    threads: int | None = None  # torch intra-op threads of every worker, set before each cell under every
+    # executor (a method that trains follows the thread count); None: the run folder's recorded value on a
+    # resume, else this machine's torch default. Recorded in config.json
 
     def __post_init__(self) -> None:
         self.validate()
@@ -96,6 +143,8 @@ class RunConfig:
             raise HarnessError(f"--cache-gib {self.cache_gib!r}: expected a number of GiB >= 0")
         if self.decode_workers is not None:
             numbers("--decode-workers", (self.decode_workers,), low=1)
+        if self.threads is not None:
+            numbers("--threads", (self.threads,), low=1)
         if not isinstance(self.executor, ExecutorConfig):
             raise HarnessError(f"executor={self.executor!r}: expected an ExecutorConfig")
         self.executor.validate()
@@ -106,11 +155,13 @@ class RunConfig:
 
     def _check_weights(self) -> None:
         """--weights: known backbone or open_clip model names, and files that exist (never a silent fallback)."""
-        from methods.backbones import BACKBONES
-        from methods.clip_towers import clip_model_names
-
         if not isinstance(self.weights, dict):
             raise HarnessError(f"--weights {self.weights!r}: expected a mapping NAME -> PATH")
+        if not self.weights:
+            return
+        from methods.backbones import BACKBONES  # only with --weights: open_clip takes seconds to import
+        from methods.clip_towers import clip_model_names
+
         for name, path in self.weights.items():
             if name not in BACKBONES and name not in clip_model_names():
                 raise HarnessError(f"--weights: unknown backbone {name!r}; known: {', '.join(BACKBONES)} "

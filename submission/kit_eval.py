@@ -171,7 +171,7 @@ def _check_options(shots: Sequence[int], seeds: Sequence[int], batch_size: int, 
         raise HarnessError("--seeds: give at least one seed, each once")
     if batch_size < 1:
         raise HarnessError(f"--batch-size {batch_size}: must be at least 1")
-    from submission.runner import resolve_device  # the run's rule: auto = CUDA when present, cuda without one = error
+    from submission.cell_worker import resolve_device  # the run's rule: auto = CUDA when present, cuda without one = error
 
     return resolve_device(device).type
 

@@ -28,9 +28,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from methods.backbones import (BACKBONES, WeightSearch, WeightsMissing, published_digest,
-                               search_weights)  # licences: WeightSearch.licence, from methods.backbones.LICENCES
-from methods.backbones import sha256_file as sha256
+from methods.backbones import BACKBONES
+from methods.declared_weights import search_weight_file
+from methods.weight_files import published_digest, WeightSearch, WeightsMissing  # licences: WeightSearch.licence, from methods.backbones.LICENCES
+from methods.weight_files import sha256_file as sha256
 from methods.registry import build_variant, get_entry, parse_spec
 from runfolder.schema import variant_dirname
 from runfolder.reading import RunFolderError, read_json, read_results_file
@@ -161,19 +162,16 @@ def _weight_searches(run_dir: Path, config: dict, specs: list[str]) -> dict[str,
     explicit = {name: Path(path) for name, path in config["arguments"]["weights"].items()}
     found: dict[str, tuple[WeightSearch, str]] = {}
     for spec in specs:
-        recorded = config["methods"][spec]
-        for name, digest in recorded["weights"].items():
-            if name in found:
+        recorded = config["methods"][spec]["weights"]
+        variant = build_variant(spec, config["preset"])
+        for need in variant.entry.requirements(variant.config).weights:
+            if need.name in found or need.name not in recorded:
                 continue
+            name, digest = need.name, recorded[need.name]
             if digest == "random":
                 raise HarnessError(f"{run_dir}: {spec} ran with random weights; such a run cannot be packaged")
             try:
-                if name in BACKBONES:
-                    search = search_weights(name, explicit.get(name))
-                else:  # a CLIP tower, by open_clip model name; its tag is the variant's clip_pretrained
-                    from methods.clip_towers import search_clip_weights
-
-                    search = search_clip_weights(name, recorded["config"]["clip_pretrained"], explicit.get(name))
+                search = search_weight_file(need, explicit.get(name))
             except WeightsMissing as error:
                 raise HarnessError(f"{run_dir}: {spec}: {error}") from None
             if search.found is None:
@@ -238,15 +236,20 @@ def _published(search: WeightSearch, digest: str) -> bool:
     return bool(published) and digest.startswith(published)
 
 
+def _auxiliary_source(spec: str, preset: str) -> str | None:
+    """Where a variant's auxiliary categories come from, by its method's declaration (None: it trains on none)."""
+    variant = build_variant(spec, preset)
+    return variant.entry.requirements(variant.config).auxiliary_source
+
+
 def vand_rules(config: dict, specs: list[str], searches: dict[str, tuple[WeightSearch, str]]) -> dict:
     """Whether the bundle follows the VAND few-shot rules (only the k support images of the target category; no
     training on other categories of the evaluation dataset; public weights) and, if not, why."""
     reasons = []
-    for spec in specs:
-        facts = config["methods"][spec]["config"]
-        source = facts.get("source")
-        if source is None or not facts.get("train_epochs", 1):
-            continue  # not meta-trained off the target
+    sources = {spec: _auxiliary_source(spec, config["preset"]) for spec in specs}
+    for spec, source in sources.items():
+        if source is None:
+            continue  # not trained off the target
         if source == "dataset":
             reasons.append(f"{spec} is meta-trained on the other categories of the run's dataset ({config['data']}; "
                            "the paper's leave-one-category-out): VAND forbids training on other MVTec LOCO categories")
@@ -263,8 +266,7 @@ def vand_rules(config: dict, specs: list[str], searches: dict[str, tuple[WeightS
     if reasons:
         statement = "does NOT follow the VAND few-shot rules: " + "; ".join(reasons)
     else:
-        trained = [s for s in specs if config["methods"][s]["config"].get("source") == "procedural"
-                   and config["methods"][s]["config"].get("train_epochs", 1)]
+        trained = [spec for spec, source in sources.items() if source == "procedural"]
         extra = f"; {', '.join(trained)} meta-trained on procedural images only" if trained else ""
         statement = ("follows the VAND few-shot rules: fits on the k support images of the target category only, "
                      f"no training on other MVTec LOCO categories{extra}, public weights "

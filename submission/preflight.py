@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from methods.backbones import WeightsInvalid, WeightsMissing, file_digest, load_backbone, resolve_weights
-from methods.registry import MethodEntry, MethodSpecError, MethodVariant, build_config, list_methods
+from methods.base import MethodEntry, MethodVariant, Requirements, WeightFile
+from methods.declared_weights import load_weight_file, resolve_weight_file
+from methods.registry import MethodSpecError, build_config, list_methods
+from methods.weight_files import WeightsInvalid, WeightsMissing, file_digest
 from runfolder.schema import variant_dirname
 from submission.errors import HarnessError
 
@@ -29,6 +31,11 @@ class Variant:
     @property
     def runnable(self) -> bool:
         return not self.missing
+
+    @property
+    def requirements(self) -> Requirements:
+        """What the variant's config needs up front (its method's declaration)."""
+        return self.entry.requirements(self.config)
 
     @property
     def method(self) -> MethodVariant:
@@ -97,95 +104,75 @@ def _check_distinct(variants: list[Variant]) -> None:
 
 
 def _find_weights(variant: Variant, weights: dict[str, Path], pretrained: bool) -> None:
-    """Record each weight file's digest after loading it once, or why it is missing (the variant is skipped)."""
-    config = variant.config
-    clip_model = getattr(config, "clip_model", None)  # clip_logic's open_clip tower (and its tokenizer)
-    if clip_model and pretrained:
-        import open_clip
-
-        from methods.clip_towers import resolve_clip_weights
-
-        tags = open_clip.list_pretrained_tags_by_model(clip_model)
-        if tags and config.clip_pretrained not in tags:  # a typo would otherwise read as "weights missing"
-            raise HarnessError(f"{variant.spec!r}: clip_pretrained={config.clip_pretrained!r} is not a tag of "
-                               f"{clip_model}; expected one of {', '.join(tags)}")
-        try:
-            path = resolve_clip_weights(clip_model, config.clip_pretrained, weights.get(clip_model))
-        except WeightsInvalid as error:
-            raise HarnessError(str(error)) from None
-        except WeightsMissing as error:
-            variant.missing.append(str(error))
-        else:
-            if clip_model in weights:  # an explicit file is loaded here; cache files are open_clip's, checked by hash
-                _check_clip_file(clip_model, config.clip_pretrained, path)
-            variant.weights[clip_model] = file_digest(path)
-    for backbone in variant.entry.backbones(config):
+    """Record each declared weight file's digest after loading it once, or why it is missing (the variant is
+    skipped). Random weights (`pretrained=False`, tests) need no file: backbones are recorded as `random`."""
+    for need in variant.requirements.weights:
         if not pretrained:
-            variant.weights[backbone] = "random"
+            if not need.is_clip:
+                variant.weights[need.name] = "random"
             continue
+        if need.is_clip:
+            _check_clip_tag(variant.spec, need)
         try:
-            path = resolve_weights(backbone, weights.get(backbone))
+            path = resolve_weight_file(need, weights.get(need.name))
         except WeightsInvalid as error:
             raise HarnessError(str(error)) from None
         except WeightsMissing as error:
             variant.missing.append(str(error))
             continue
-        _check_backbone_file(backbone, path)
-        variant.weights[backbone] = file_digest(path)
+        if not need.is_clip or need.name in weights:  # CLIP cache files are open_clip's, checked by hash
+            _check_loadable(need, path)
+        variant.weights[need.name] = file_digest(path)
+
+
+def _check_clip_tag(spec: str, need: WeightFile) -> None:
+    """A CLIP tag open_clip does not know for the model is an error (a typo would read as "weights missing")."""
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(need.name)
+    if tags and need.tag not in tags:
+        raise HarnessError(f"{spec!r}: CLIP tag {need.tag!r} is not a tag of {need.name}; expected one of "
+                           f"{', '.join(tags)}")
 
 
 _LOADABLE: set[tuple[str, str, int, int]] = set()  # (network, path, size, mtime) loaded once in this process
 
 
-def _file_key(name: str, path: Path) -> tuple[str, str, int, int]:
+def _check_loadable(need: WeightFile, path: Path) -> None:
+    """Load a weight file into its network once, so a corrupt file stops the run before any cell."""
     stat = Path(path).stat()
-    return name, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
-
-
-def _check_backbone_file(backbone: str, path: Path) -> None:
-    """Load a backbone's weight file into its network once, so a corrupt file stops the run before any cell."""
-    key = _file_key(backbone, path)
+    key = (need.name, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _LOADABLE:
         return
     try:
-        load_backbone(backbone, path)
+        load_weight_file(need, path)
+    except WeightsInvalid as error:
+        raise HarnessError(_one_line(error)) from None
     except Exception as error:
-        raise HarnessError(_one_line(error) if isinstance(error, WeightsInvalid) else
-                           f"{path}: not usable as {backbone!r} weights ({_one_line(error)})") from None
+        raise HarnessError(f"--weights {need.name}={path}: not usable as {need.name} weights ({_one_line(error)})"
+                           if need.is_clip else
+                           f"{path}: not usable as {need.name!r} weights ({_one_line(error)})") from None
     _LOADABLE.add(key)
 
 
-def _check_clip_file(model: str, tag: str, path: Path) -> None:
-    """Load an explicit CLIP weights file into its tower once (a few seconds for ViT-B-16-plus-240)."""
-    from methods.clip_towers import create_clip_model
-
-    key = _file_key(model, path)
-    if key in _LOADABLE:
-        return
-    try:
-        create_clip_model(model, tag, path, pretrained=True)
-    except Exception as error:
-        raise HarnessError(f"--weights {model}={path}: not usable as {model} weights ({_one_line(error)})") from None
-    _LOADABLE.add(key)
+def members_of(consumer: Variant, variants: Sequence[Variant]) -> list[Variant]:
+    """The variants a fusing variant combines, by its method's own rule (`MethodEntry.members`); `ValueError`
+    when it cannot choose."""
+    candidates = {v.spec: v for v in variants if not v.entry.needs_fitted}
+    chosen = consumer.entry.members(consumer.config, [v.method for v in candidates.values()])
+    return [candidates[v.spec] for v in chosen]
 
 
 def _check_members(consumer: Variant, variants: list[Variant]) -> None:
-    """A method that consumes fitted members (fusion) needs them in the run; it is skipped when none can run, or
-    when a member it names cannot (an unnamed-members fusion fuses whichever members run)."""
-    members = [v for v in variants if not v.entry.needs_fitted]
-    wanted = getattr(consumer.config, "members", ()) or ()
-    for name in wanted:
-        if not any(v.spec == name or v.entry.name == name for v in members):
-            raise HarnessError(f"{consumer.spec!r}: member {name!r} is not in this run; add it to --methods "
-                               f"(run has: {', '.join(v.spec for v in members) or 'no members'})")
-    chosen = [v for v in members if not wanted or v.spec in wanted or v.entry.name in wanted]
-    fusion_weights = getattr(consumer.config, "weights", ()) or ()
-    if fusion_weights and len(fusion_weights) != len(chosen):
-        raise HarnessError(f"{consumer.spec!r}: weights has {len(fusion_weights)} values for {len(chosen)} members "
-                           f"({', '.join(v.spec for v in chosen) or 'none'})")
-    if not any(v.runnable for v in chosen):
-        consumer.missing.append("no member of this fusion can run: " + "; ".join(m for v in chosen for m in v.missing))
-    elif wanted and not all(v.runnable for v in chosen):  # a named member that cannot run: the fusion cannot either
-        blocked = [v for v in chosen if not v.runnable]
-        consumer.missing.append("named member(s) cannot run: " + "; ".join(f"{v.spec}: {' '.join(v.missing)}"
-                                                                             for v in blocked))
+    """A method that consumes fitted members (fusion) needs them in the run: a choice it cannot make among the
+    run's variants is an error; when it cannot make it among those that can run (a member it names is skipped, or
+    none is left), it is skipped too."""
+    try:
+        chosen = members_of(consumer, variants)
+    except ValueError as error:
+        raise HarnessError(f"{consumer.spec!r}: {error}") from None
+    try:
+        members_of(consumer, [v for v in variants if v.runnable])
+    except ValueError as error:
+        blocked = "; ".join(f"{v.spec}: {' '.join(v.missing)}" for v in chosen if not v.runnable)
+        consumer.missing.append(f"member(s) it fuses cannot run: {blocked or error}")

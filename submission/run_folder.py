@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -37,6 +38,19 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6f}"
     return str(value)
+
+
+@dataclass(frozen=True)
+class ScoreFrame:
+    """The rows of one scores/<variant>/k<k>_s<seed>/<category>.csv."""
+
+    variant_dir: str
+    names: list[str]
+    kinds: list[str]
+    labels: list[int]
+    scores: np.ndarray
+    extras: dict[str, np.ndarray]
+    paths: list[str]  # each image file relative to the dataset root
 
 
 class RunFolder:
@@ -122,19 +136,17 @@ class RunFolder:
             manifest[category][anomalies_key(k, seed)] = list(anomalies)
         self.write_json(MANIFEST_JSON, manifest)
 
-    def write_scores(self, variant_dir: str, k: int, seed: int, category: str, names: list[str], kinds: list[str],
-                     labels: list[int], scores: np.ndarray, extras: Mapping[str, np.ndarray],
-                     paths: list[str]) -> None:
+    def write_scores(self, frame: ScoreFrame, k: int, seed: int, category: str) -> None:
         """scores/<variant>/k<k>_s<seed>/<category>.csv: image, kind, label, score, path (the image file
         relative to the dataset root), then the extras."""
-        path = self.paths.scores(variant_dir, k, seed, category)
+        path = self.paths.scores(frame.variant_dir, k, seed, category)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow([*SCORE_COLUMNS, *extras])
-            for i, name in enumerate(names):
-                writer.writerow([name, kinds[i], labels[i], _format(float(scores[i])), paths[i],
-                                 *(_format(float(values[i])) for values in extras.values())])
+            writer.writerow([*SCORE_COLUMNS, *frame.extras])
+            for i, name in enumerate(frame.names):
+                writer.writerow([name, frame.kinds[i], frame.labels[i], _format(float(frame.scores[i])), frame.paths[i],
+                                 *(_format(float(values[i])) for values in frame.extras.values())])
 
     def write_map(self, variant_dir: str, k: int, seed: int, category: str, item_name: str, anomaly_map: np.ndarray) -> None:
         """maps/<variant>/k<k>_s<seed>/<category>/test/<defect>/<id>.tiff, float32 at the mask resolution."""

@@ -41,3 +41,52 @@ def drift_line(run_dir: Path, spec: str, preset: str, drift: Mapping[str, tuple[
     fields = "; ".join(f"{name} {' / '.join(values)} recorded, {asked} now" for name, (values, asked) in drift.items())
     return (f"--out {run_dir}: {spec} ({preset}) has finished cells made with other settings ({fields}), which a "
             "resume would keep beside new ones; use another --out, or remove those rows from results.csv")
+
+
+# Run-level settings that change a cell's numbers, by the option that sets them. A resume must ask for the values
+# its folder recorded; the others (categories, shots, seeds, methods, executor, cache, decode threads) may change.
+RUN_SETTINGS = {"data": "--data", "data_content": "the content of --data", "format": "--format",
+                "preset": "--preset", "image_size": "--image-size", "metrics": "--metrics", "precision": "--precision",
+                "procedural_split": "--procedural-split", "anomaly_shots": "--anomaly-shots", "threads": "--threads",
+                "device": "--device", "batch_size": "--batch-size", "pretrained": "pretrained"}
+
+
+def recorded_run_settings(previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-level settings a config.json recorded (`settings`), or what an older one's arguments say of them
+    (m = 0, every metric and the test split where it says nothing: those options came later)."""
+    if "settings" in previous:
+        return dict(previous["settings"])
+    if not previous:
+        return {}
+    arguments = previous.get("arguments", {})
+    recorded = {name: arguments[name] for name in ("format", "image_size", "precision", "batch_size", "pretrained")
+                if name in arguments}
+    recorded.update(preset=previous.get("preset"), data=previous.get("data"), device=previous.get("device"),
+                    procedural_split=previous.get("procedural_split", "test"),
+                    anomaly_shots=arguments.get("anomaly_shots", 0), metrics=arguments.get("metrics", "all"))
+    return {name: value for name, value in recorded.items() if value is not None}
+
+
+def run_settings_drift(recorded: Mapping[str, Any], asked: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(setting, recorded, asked) for every run-level setting both name with different values; for the data's
+    content (a digest per category), the categories both hold."""
+    drift = []
+    for name in RUN_SETTINGS:
+        if name not in recorded or name not in asked:
+            continue
+        before, now = recorded[name], asked[name]
+        if name == "data_content":
+            changed = sorted(c for c in before.keys() & now.keys() if before[c] != now[c])
+            if changed:
+                drift.append((name, f"category {changed[0]}", None))
+        elif _plain(before) != _plain(now):
+            drift.append((name, before, now))
+    return drift
+
+
+def run_drift_line(run_dir: Path, drift: list[tuple[str, Any, Any]]) -> str:
+    """The one-line error for a resume that asks for other run-level settings than its folder recorded."""
+    parts = "; ".join(f"{RUN_SETTINGS[name]}: {before} recorded, {now} now" if name != "data_content"
+                      else f"the files of --data changed since ({before})" for name, before, now in drift)
+    return (f"--out {run_dir}: made with other run settings ({parts}); resume with the recorded ones, or use "
+            "another --out")

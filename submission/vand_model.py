@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.base import Method
 from methods.cell import CellSetting, fit_cell
 from methods.registry import build_variant

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.base import Method
 from methods.cell import CellSetting, fit_cell
 from methods.registry import build_variant
@@ -27,7 +27,7 @@ from submission.datasets.readers import read_category
 from submission.datasets.records import Category
 from submission.errors import HarnessError
 from submission.packaging import unpack_checked
-from submission.runner import auxiliary_categories
+from submission.cell_worker import auxiliary_categories
 from submission.sampling import support_indices
 
 RTOL, ATOL = 1e-3, 1e-4  # the evaluator's batch vs the run's batches changes float summation order

@@ -1,7 +1,7 @@
 """`python -m submission weights [fetch]`: where each weight file the selected methods need is, and getting it.
 
 `weights_report` searches every backbone and CLIP tower the methods need under a preset exactly as a run does
-(`methods.backbones.search_weights`, `methods.clip_towers.search_clip_weights`) and says, per file, where it was
+(`methods.features.search_weight_file`) and says, per file, where it was
 found (or every place searched), its SHA-256 and its licence. `fetch` downloads the missing ones with the
 providers' own functions into the caches that search reads (torch.hub for torchvision's files, open_clip's
 `download_pretrained` for CLIP towers), checking published digests; offline it stops at once and says, per
@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from methods.backbones import (WeightSearch, WeightsInvalid, WeightsMissing, published_digest, search_weights,
-                               sha256_file)
+from methods.base import WeightFile
+from methods.declared_weights import search_weight_file
+from methods.weight_files import published_digest, sha256_file, WeightSearch, WeightsInvalid, WeightsMissing
 from methods.registry import MethodSpecError, build_config, list_methods
 from submission.errors import HarnessError
 
@@ -50,19 +51,14 @@ def _needs(specs: tuple[str, ...], preset: str) -> dict[tuple[str, str | None], 
             entry, config = build_config(spec, preset)
         except MethodSpecError as error:
             raise HarnessError(str(error)) from None
-        clip_model = getattr(config, "clip_model", None)
-        keys = [*((backbone, None) for backbone in entry.backbones(config)),
-                *([(clip_model, config.clip_pretrained)] if clip_model else [])]
-        for key in keys:
-            needs.setdefault(key, []).append(spec)
+        for need in entry.requirements(config).weights:
+            needs.setdefault((need.name, need.tag), []).append(spec)
     return needs
 
 
 def weights_report(specs: tuple[str, ...] = (), preset: str = "paper",
                    weights: dict[str, Path] | None = None) -> list[NeededWeight]:
     """Every weight file the methods (default: all registered) need under `preset`, each searched as a run does."""
-    from methods.clip_towers import search_clip_weights
-
     weights = dict(weights or {})
     needs = _needs(specs, preset)
     unknown = sorted(set(weights) - {name for name, _ in needs})
@@ -72,8 +68,7 @@ def weights_report(specs: tuple[str, ...] = (), preset: str = "paper",
     rows = []
     for (name, tag), needed_by in needs.items():
         try:
-            search = (search_weights(name, weights.get(name)) if tag is None
-                      else search_clip_weights(name, tag, weights.get(name)))
+            search = search_weight_file(WeightFile(name, tag), weights.get(name))
         except WeightsInvalid as error:  # an explicit path that is not a file
             raise HarnessError(str(error)) from None
         rows.append(NeededWeight(name, tag, tuple(needed_by), search))

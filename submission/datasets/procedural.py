@@ -542,3 +542,11 @@ def ensure_dataset(cache_dir: Path, config: ProceduralConfig = ProceduralConfig(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+DATA_CACHE = Path(os.environ.get("FEWSHOT_AD_CACHE", Path.home() / ".cache" / "fewshot_ad"))  # datasets, kept across runs
+
+
+def embedded_dataset(split: str = "test") -> Path:
+    """The embedded dataset's root in its realisation `split` (generated into `DATA_CACHE` on first use)."""
+    return ensure_dataset(DATA_CACHE / "procedural", ProceduralConfig(split=split))

@@ -4,6 +4,7 @@ Readers only list files and check the layout; pixels are loaded later, once, by 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -124,3 +125,13 @@ def read_category(data_root: Path, name: str, fmt: str) -> Category:
         available = ", ".join(list_categories(data_root))
         raise HarnessError(f"unknown category {name!r}: {root} is missing (available: {available})")
     return READERS[fmt](root)
+
+
+def content_digest(category: Category) -> str:
+    """A digest of the category folder's files (relative paths and sizes): changes when an image, a mask or a
+    config file is added, removed or replaced by one of another size; cheap enough to take at every run."""
+    digest = hashlib.sha256()
+    root = Path(category.root)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from submission.cell_records import CellJob, CellTask
-from submission.executors import Deliver, Status
-from submission.runner import CellWorker
+from submission.executors.base import Deliver, Status
+from submission.cell_worker import CellWorker
 
 
 class LocalExecutor:

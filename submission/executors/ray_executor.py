@@ -16,23 +16,44 @@ import socket
 from typing import Any, Sequence
 
 import ray
-import torch
 from ray.exceptions import RayError, RayTaskError
 
 from submission.cell_records import CellJob, CellResult, CellTask, failed_result
+from submission.cell_worker import CellWorker
+from submission.config import ExecutorConfig
 from submission.errors import HarnessError
-from submission.executors import Deliver, ExecutorConfig, Status
 from submission.executors.affinity import AffinityQueue
+from submission.executors.base import Deliver, Status
+
+
+CONNECT_TIMEOUT_S = 20.0  # our bound: reaching the head node named by --ray-address
+WORKER_START_TIMEOUT_S = 300.0  # our bound: the first actor up (a cluster without room for one never starts it)
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A `host:port` or `ray://host:port` address must accept a TCP connection within `timeout`, else one
+    `HarnessError` line (Ray itself would retry for minutes without a word). `auto` is Ray's own lookup."""
+    if address == "auto" or address.startswith("local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise HarnessError(f"--ray-address {address}: expected auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise HarnessError(f"--ray-address {address}: no Ray head answers there within {timeout:.0f} s "
+                           f"({error.strerror or error})") from None
 
 
 class CellActor:
     """A Ray actor around one `CellWorker` (its own device, feature cache and image store)."""
 
-    def __init__(self, job: CellJob, name: str, threads: int) -> None:
-        from submission.runner import CellWorker  # the runner imports this package: import it once running
-
-        torch.set_num_threads(threads)
+    def __init__(self, job: CellJob, name: str) -> None:
         self.worker = CellWorker(job, name=f"{name}@{socket.gethostname()}:{os.getpid()}")
+
+    def ready(self) -> str:
+        """The worker's name, once the actor is up."""
+        return self.worker.name
 
     def run_cell(self, task: CellTask) -> CellResult:
         return self.worker.run_cell(task)
@@ -49,6 +70,8 @@ class RayExecutor:
         """Every task on an actor (retried on a fresh actor if its actor dies); returns when all are delivered."""
         if not tasks:
             return
+        if self.config.ray_address is not None:
+            check_reachable(self.config.ray_address)
         started = not ray.is_initialized()
         if started:
             try:
@@ -69,7 +92,7 @@ class RayExecutor:
         device = job.config.device
         if device == "cuda" and gpus == 0:
             raise HarnessError("--device cuda: the Ray cluster has no GPU")
-        per = self.config.cpus_per_worker
+        per = self.config.cpus_per_worker or job.config.threads
         if device == "cuda" or (device == "auto" and gpus > 0):
             return {"num_gpus": 1, "num_cpus": per}, gpus
         if cpus < per:
@@ -84,14 +107,18 @@ class RayExecutor:
             count = room
         count = max(1, min(count, len(tasks)))
         actor_class = ray.remote(max_restarts=0, max_task_retries=0, **options)(CellActor)
-        threads = self.config.cpus_per_worker
         generation = [0] * count
 
         def new_actor(slot: int) -> Any:
             generation[slot] += 1
-            return actor_class.remote(job, f"ray-{slot}.{generation[slot]}", threads)
+            return actor_class.remote(job, f"ray-{slot}.{generation[slot]}")
 
         actors = [new_actor(slot) for slot in range(count)]
+        status(f"ray: waiting for the first of {count} workers")
+        ready, _ = ray.wait([actor.ready.remote() for actor in actors], num_returns=1, timeout=WORKER_START_TIMEOUT_S)
+        if not ready:
+            raise HarnessError(f"--executor ray: no worker started within {WORKER_START_TIMEOUT_S:.0f} s (each needs "
+                               f"{options}; the cluster has {ray.cluster_resources()})")
         queue = AffinityQueue(tasks)
         running: dict[Any, tuple[int, CellTask, int]] = {}
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import submitit
-import torch
 
 from submission.cell_records import CellJob, CellResult, CellTask, cell_groups, failed_result
+from submission.cell_worker import CellWorker
+from submission.config import ExecutorConfig
 from submission.errors import HarnessError
-from submission.executors import Deliver, ExecutorConfig, Status
+from submission.executors.base import Deliver, Status
 
 POLL_S = {"slurm": 15.0, "local": 0.5, "debug": 0.0}  # how often the driver looks at its jobs
 
@@ -32,11 +33,8 @@ class GroupOutcome:
     error: str | None = None
 
 
-def run_cell_group(job: CellJob, tasks: list[CellTask], name: str, threads: int) -> GroupOutcome:
-    """The body of one array job: a `CellWorker` over `tasks`."""
-    from submission.runner import CellWorker  # the runner imports this package: import it once running
-
-    torch.set_num_threads(threads)
+def run_cell_group(job: CellJob, tasks: list[CellTask], name: str) -> GroupOutcome:
+    """The body of one array job: a `CellWorker` over `tasks` (it sets the run's thread count per cell)."""
     worker = CellWorker(job, name=name)
     results: list[CellResult] = []
     try:
@@ -63,7 +61,7 @@ class SlurmExecutor:
         except RuntimeError as error:  # e.g. no srun on this machine
             raise HarnessError(f"--executor slurm: {error}") from None
         parameters: dict[str, Any] = {"timeout_min": self.config.slurm_time_min, "nodes": 1, "tasks_per_node": 1,
-                                      "cpus_per_task": self.config.cpus_per_worker, "name": "fewshot-ad",
+                                      "cpus_per_task": self.config.cpus_per_worker or job.config.threads, "name": "fewshot-ad",
                                       "slurm_array_parallelism": jobs}
         if job.config.device == "cuda":  # --device cuda: one GPU per array job
             parameters["gpus_per_node"] = 1
@@ -78,9 +76,8 @@ class SlurmExecutor:
             return
         groups = cell_groups(tasks, self.config.workers or len({t.category for t in tasks}))
         executor = self._executor(job, len(groups))
-        threads = self.config.cpus_per_worker
         names = [f"slurm-{i}.0" for i in range(len(groups))]
-        submitted = executor.map_array(run_cell_group, [job] * len(groups), groups, names, [threads] * len(groups))
+        submitted = executor.map_array(run_cell_group, [job] * len(groups), groups, names)
         running = {index: (array_job, 0) for index, array_job in enumerate(submitted)}
         self.say(f"slurm: {len(groups)} array jobs ({', '.join(j.job_id for j in submitted[:3])}"
                  f"{', ...' if len(groups) > 3 else ''}), logs in {self.folder}")
@@ -99,8 +96,7 @@ class SlurmExecutor:
                     reason = f"array job {array_job.job_id} failed on try {attempt + 1} of {self.config.retries + 1}"
                     self.say(f"[yellow]{reason}: {' '.join(str(error).split())[-300:]}[/yellow]")
                     if attempt < self.config.retries:
-                        retry = executor.submit(run_cell_group, job, groups[index], f"slurm-{index}.{attempt + 1}",
-                                                threads)
+                        retry = executor.submit(run_cell_group, job, groups[index], f"slurm-{index}.{attempt + 1}")
                         running[index] = (retry, attempt + 1)
                     else:
                         for task in groups[index]:

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from methods.backbones import (BACKBONES, FeatureCache, WeightsInvalid, WeightsMissing, fetch_backbone_weights,
-                               load_backbone, published_digest, resolve_weights, search_weights)
+from methods.backbones import BACKBONES, fetch_backbone_weights, load_backbone, resolve_weights, search_weights
+from methods.features import FeatureCache
+from methods.weight_files import published_digest, WeightsInvalid, WeightsMissing
 
 
 @pytest.fixture

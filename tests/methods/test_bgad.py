@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import methods.bgad  # noqa: F401  (registers "bgad")
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.base import FitContext, LabelledAnomalies
 from methods.bgad_modules import (ConditionalFlow, boundaries, flow_log_likelihood, gaussian_log_likelihood,
                                   learning_rate, positional_encoding_2d, semi_push_pull_loss)

@@ -5,7 +5,8 @@ import torch
 
 import methods.clip_logic as clip_logic
 from methods import clip_towers
-from methods.backbones import FeatureCache, WeightsInvalid, WeightsMissing
+from methods.features import FeatureCache
+from methods.weight_files import WeightsInvalid, WeightsMissing
 from methods.cell import CellSetting, fit_method
 from methods.registry import build_config, build_variant
 from submission.datasets.procedural import ProceduralConfig, render_sample
@@ -181,16 +182,22 @@ def test_clip_weights_are_found_in_the_open_clip_download_cache(tmp_path, monkey
     assert clip_towers.resolve_clip_weights("ViT-B-16-plus-240", "laion400m_e31", explicit) == explicit
 
 
-def test_preflight_helpers_name_the_missing_clip_weights(tmp_path, monkeypatch):
+def test_clip_logic_declares_its_tower_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    from methods.base import WeightFile
+    from methods.declared_weights import resolve_weight_file
+    from methods.weight_files import WeightsMissing
+
     monkeypatch.setattr(clip_towers, "OPEN_CLIP_URL_CACHE", tmp_path)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    _, paper = build_config("clip_logic", "paper")
+    entry, paper = build_config("clip_logic", "paper")
     _, offline = build_config("clip_logic", "offline")
-    assert clip_towers.clip_weights_available(offline) is None  # no CLIP tower, nothing to find
-    message = clip_towers.clip_weights_available(paper)
-    assert message is not None and "--weights ViT-B-16-plus-240=PATH" in message
+    assert entry.requirements(offline).weights == (WeightFile("lite0"),)  # no CLIP tower offline
+    (tower,) = entry.requirements(paper).weights
+    assert tower == WeightFile("ViT-B-16-plus-240", "laion400m_e31") and tower.is_clip
+    with pytest.raises(WeightsMissing, match="--weights ViT-B-16-plus-240=PATH"):
+        resolve_weight_file(tower)
     (tmp_path / "vit_b_16_plus_240-laion400m_e31-8fb26589.pt").write_bytes(b"weights")
-    assert clip_towers.clip_weights_available(paper) is None
+    assert resolve_weight_file(tower) == tmp_path / "vit_b_16_plus_240-laion400m_e31-8fb26589.pt"
 
 
 def test_explicit_weights_file_loads_into_the_tower(tmp_path, monkeypatch):

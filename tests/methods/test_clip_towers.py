@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from methods import clip_towers
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.cell import CellSetting, fit_method
 from methods.clip_logic import Encoded
 from methods.registry import build_variant

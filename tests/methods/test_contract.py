@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from methods import list_methods
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.base import AuxiliaryCategory
 from methods.cell import CellSetting, fit_cell
 from methods.registry import build_variant

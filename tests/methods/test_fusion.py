@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.base import FitContext, FittedMember, Prediction
 from methods.cell import CellSetting, fit_method
 from methods.fusion import Fusion, FusionConfig
-from methods.registry import MethodVariant, build_variant
+from methods.base import MethodVariant
+from methods.registry import build_variant
 
 
 def _setting(seed=0):
@@ -87,7 +88,7 @@ def test_holdout_views_never_flip():
 
 def test_a_named_member_must_have_been_fitted():
     fusion = Fusion(FusionConfig(members=("simplenet",)))
-    with pytest.raises(RuntimeError, match="member 'simplenet' was not fitted"):
+    with pytest.raises(RuntimeError, match="member 'simplenet' is not among the members in this run"):
         fusion.fit(torch.rand(2, 3, 16, 16), category="toy", context=_context({"patchcore": Spy()}))
 
 
@@ -165,8 +166,7 @@ def test_pseudo_weighting_favours_the_member_that_sees_pseudo_anomalies_and_keep
     assert pseudo.info()["weights_used"] == {"patchcore": 0.0, "clip_logic": 2.0}
 
 
-@pytest.mark.parametrize("holdout, expected", [("auto", "leave-one-out"), ("views_if_trains", "augment")])
-def test_a_member_with_a_cheap_fit_is_left_out_in_turn_even_if_it_trains(holdout, expected):
+def test_a_member_with_a_cheap_fit_is_left_out_in_turn_even_if_it_trains():
     from types import SimpleNamespace
 
     entry = SimpleNamespace(name="regad", trains=True, cheap_fit=True, needs_fitted=False, factory=lambda config: Spy())
@@ -174,9 +174,9 @@ def test_a_member_with_a_cheap_fit_is_left_out_in_turn_even_if_it_trains(holdout
         torch.device("cpu"), torch.Generator().manual_seed(1), FeatureCache(torch.device("cpu"))))
     context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")),
                          members={"regad": member})
-    fusion = Fusion(FusionConfig(holdout=holdout))
+    fusion = Fusion(FusionConfig())
     fusion.fit(torch.rand(3, 3, 16, 16), category="toy", context=context)
-    assert fusion.holdout_used["regad"] == expected
+    assert fusion.holdout_used["regad"] == "leave-one-out"
 
 
 def test_an_exact_member_spec_picks_that_variant_only():
@@ -209,15 +209,13 @@ def test_trained_members_join_only_when_asked_or_named():
         Fusion(FusionConfig()).fit(support, category="toy", context=only_trained)
 
 
-def test_geomean_scale_by_hand_and_the_holdout_scale_unchanged():
+def test_geomean_scale_by_hand():
     from methods.augment import augmented_views
     from methods.fusion import HOLDOUT_VIEWS
     support = torch.rand(1, 3, 32, 32)
-    fitted = {}
-    for scale in ("geomean", "holdout"):
-        fusion = Fusion(FusionConfig(scale=scale))
-        fusion.fit(support, category="toy", context=_context({"patchcore": Spy()}))
-        fitted[scale] = fusion.score_stats["patchcore"]
+    fusion = Fusion(FusionConfig())
+    fusion.fit(support, category="toy", context=_context({"patchcore": Spy()}))
+    fitted = fusion.score_stats["patchcore"]
     # by hand: the cell's stream gives the pseudo seed, then the held-out views (k = 1); the scale's views come
     # from a stream of their own seeded from the pseudo seed
     cell = torch.Generator().manual_seed(0)
@@ -225,29 +223,7 @@ def test_geomean_scale_by_hand_and_the_holdout_scale_unchanged():
     held_out = augmented_views(support, 4, HOLDOUT_VIEWS, cell).mean(dim=(1, 2, 3)).double()
     views = augmented_views(support, 4, HOLDOUT_VIEWS, torch.Generator().manual_seed(pseudo_seed + 1))
     view_scores = views.mean(dim=(1, 2, 3)).double()
-    assert float(fitted["holdout"].scale) == pytest.approx(float(held_out.std(correction=0)), rel=1e-6)
     expected = (held_out.std(correction=0) * view_scores.std(correction=0)).sqrt()
-    assert float(fitted["geomean"].scale) == pytest.approx(float(expected), rel=1e-6)
-    assert float(fitted["geomean"].scale) != pytest.approx(float(fitted["holdout"].scale), rel=1e-3)
-    assert float(fitted["geomean"].mean) == pytest.approx(float(fitted["holdout"].mean), rel=1e-9)
-
-
-def test_an_unknown_scale_is_refused():
-    with pytest.raises(ValueError, match="fusion scale 'median'"):
-        Fusion(FusionConfig(scale="median"))
-
-
-def test_recorded_spreads_leave_the_fused_scores_alone_and_give_back_the_scale():
-    torch.manual_seed(0)
-    support, test = torch.rand(3, 3, 32, 32), torch.rand(4, 3, 32, 32)
-    setting = _setting()
-    member = fit_method(build_variant("patchcore"), support, setting)
-    plain, recorded = (fit_method(build_variant(spec), support, setting, {"patchcore": member}).method
-                       for spec in ("fusion", "fusion:record_spreads=true"))
-    assert torch.equal(plain.predict(test).scores, recorded.predict(test).scores)
-    spreads = recorded.info()["spreads"]["patchcore"]
-    assert len(spreads["held_out"]) == 3 and len(spreads["views"]) == 12 and len(spreads["pseudo"]) == 3
-    held_out, views = torch.tensor(spreads["held_out"]), torch.tensor(spreads["views"])
-    expected = (held_out.std(correction=0) * views.std(correction=0)).sqrt()
-    assert float(recorded.score_stats["patchcore"].scale) == pytest.approx(float(expected), rel=1e-5)
-    assert "spreads" not in plain.info()
+    assert float(fitted.scale) == pytest.approx(float(expected), rel=1e-6)
+    assert float(fitted.scale) != pytest.approx(float(held_out.std(correction=0)), rel=1e-3)
+    assert float(fitted.mean) == pytest.approx(float(held_out.mean()), rel=1e-9)

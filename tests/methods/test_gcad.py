@@ -3,10 +3,9 @@ import pytest
 import torch
 
 import methods.gcad  # noqa: F401  (registers "gcad")
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.cell import CellSetting, fit_method
-from methods.gcad import seed_skip_weight
-from methods.gcad_modules import GlobalEncoder, LocalRegressor, SkipDecayRegressor, local_receptive_field
+from methods.gcad_modules import GlobalEncoder, LocalRegressor, local_receptive_field
 from methods.registry import build_config, build_variant, create_method
 from submission.datasets.images import list_images, load_image
 
@@ -100,16 +99,6 @@ def test_same_seed_same_scores_other_seed_other_scores(images):
     assert not torch.equal(first.scores, other.scores)
 
 
-def test_seed_regressor_variant_decays_its_skips_to_zero(images):
-    assert seed_skip_weight(0, 100, 0.2) == 1.0
-    assert seed_skip_weight(10, 100, 0.2) == pytest.approx(0.5)
-    assert seed_skip_weight(20, 100, 0.2) == seed_skip_weight(90, 100, 0.2) == 0.0
-    method = _fit(f"gcad:regressor=seed,{TINY}", images[:4])
-    regressors = [method.networks["r_loc"], method.networks["r_glo"]]
-    assert all(isinstance(r, SkipDecayRegressor) and float(r.skip_weight) == 0.0 for r in regressors)
-    assert method.predict(images[4:]).scores.shape == (2,)
-
-
 def test_distilled_descriptor_is_trained_on_support_views_then_frozen(images):
     method = _fit(f"gcad:local_encoder=distilled,distill_steps=10,{TINY}", images[:4])
     info = method.info()
@@ -129,7 +118,5 @@ def test_paper_preset_runs_with_random_teacher_weights(images):
 
 
 def test_unknown_option_values_are_rejected_with_the_choices():
-    with pytest.raises(ValueError, match="paper, seed"):
-        create_method("gcad:regressor=unet")
     with pytest.raises(ValueError, match="grid, distilled"):
         create_method("gcad:local_encoder=dense")

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from methods import create_method
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.base import FitContext
 from methods.cache import ContentCache
 from methods.common import flatten_patches, nearest_distance, nearest_distances
@@ -45,8 +45,6 @@ def test_neighbourhood_average_counts_the_zero_padding():
     # one channel, 9 values pooled to 1: the 3x3 mean with the padded zeros counted
     mean = project_neighbourhoods(ones, 3, dim=1)[0, 0]
     assert torch.allclose(mean, torch.tensor([[4, 6, 4], [6, 9, 6], [4, 6, 4]]) / 9.0)
-    # without counting the padding every neighbourhood of a constant map averages to the constant
-    assert torch.allclose(project_neighbourhoods(ones, 3, dim=1, count_include_pad=False), ones)
 
 
 def test_neighbourhood_vector_is_ordered_channel_first():
@@ -86,14 +84,14 @@ def test_levels_are_projected_to_one_size_and_weigh_the_same():
         (aggregate_local([a + 1, b.expand(1, 4, 2, 2)], 1) - raw).norm(dim=1).mean()
 
 
-def test_concat_without_padding_is_the_previous_aggregation():
-    """The old default: border neighbourhoods average only real pixels, levels resized and concatenated raw."""
+def test_local_aggregation_averages_inside_the_map_and_concatenates_raw():
+    """GCAD's and clip_logic's local features: border neighbourhoods average only real pixels, levels resized and
+    concatenated raw."""
     maps = [torch.rand(2, 3, 8, 8), torch.rand(2, 5, 4, 4)]
     deeper = F.interpolate(F.avg_pool2d(maps[1], 3, 1, 1, count_include_pad=False), size=(8, 8), mode="bilinear",
                            align_corners=False)
     expected = torch.cat([F.avg_pool2d(maps[0], 3, 1, 1, count_include_pad=False), deeper], dim=1)
-    assert torch.equal(aggregate_local(maps, 3, count_include_pad=False), expected)
-    assert not torch.equal(aggregate_local(maps, 3, count_include_pad=True), expected)
+    assert torch.equal(aggregate_local(maps, 3), expected)
 
 
 class _PixelFeatures:
@@ -121,17 +119,10 @@ def test_image_score_is_the_max_of_the_raw_patch_scores():
     prediction = _pixel_patchcore("").predict(test)
     assert prediction.scores.item() == pytest.approx(5.0)
     assert prediction.maps.max() < 1.0  # the blurred map spreads the peak: it is for localisation only
-    previous = _pixel_patchcore("image_score=map_max,").predict(test)
-    assert previous.scores.item() == pytest.approx(prediction.maps.max().item())
 
 
-def test_previous_behaviour_is_one_spec_away():
-    method = create_method("patchcore:aggregation=concat,count_include_pad=false,image_score=map_max",
-                           preset="offline")
-    config = method.config
-    assert (config.aggregation, config.count_include_pad, config.image_score) == ("concat", False, "map_max")
+def test_preset_dimensions():
     default = create_method("patchcore", preset="offline").config
-    assert (default.aggregation, default.count_include_pad, default.image_score) == ("official", True, "patch_max")
     assert (default.pretrain_dim, default.target_dim) == (112, 112)
     paper = create_method("patchcore", preset="paper").config
     assert (paper.pretrain_dim, paper.target_dim) == (1024, 1024)

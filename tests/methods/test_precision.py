@@ -3,7 +3,7 @@ the switch is wired from the run's config to the feature cache and the CLIP towe
 import pytest
 import torch
 
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.common import autocast_dtype
 from submission.config import RunConfig
 from submission.errors import HarnessError

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 import methods.regad  # noqa: F401  (registers "regad")
-from methods.backbones import FeatureCache, load_backbone
+from methods.backbones import load_backbone
+from methods.features import FeatureCache
 from methods.base import AuxiliaryCategory
 from methods.cell import CellSetting, fit_method
 from methods.regad import augment_support, fit_gaussian, mahalanobis_map
@@ -15,7 +16,7 @@ from methods.registry import build_config, build_variant
 from runfolder.schema import variant_dirname
 from submission.datasets.images import ImageStore
 from submission.datasets.readers import read_category
-from submission.runner import auxiliary_categories
+from submission.cell_worker import auxiliary_categories
 
 TINY = "regad:input_size=32,train_size=32,train_epochs=1,train_batch=4"
 

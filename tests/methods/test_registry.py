@@ -44,9 +44,9 @@ def test_variant_dirname_is_filesystem_safe():
 
 # ------------------------------------------------------------------------------------------ option checks
 @pytest.mark.parametrize("spec, message", [
-    ("gcad:regressor=sede", "regressor='sede' is not valid; expected one of paper, seed (did you mean 'seed'?)"),
-    ("gcad:local_encoder=gird", "expected one of grid, distilled"),
-    ("fusion:holdout=lo", "expected one of auto, views_if_trains, loo, refit, augment"),
+    ("gcad:local_encoder=gird", "local_encoder='gird' is not valid; expected one of grid, distilled (did you mean "
+                                "'grid'?)"),
+    ("fusion:holdout=lo", "expected one of auto, loo, refit, augment"),
     ("regad:stn_mode=rotate", "expected one of affine, translation"),
     ("patchcore:backbone=resnet19", "expected one of lite0, wide_resnet50_2, resnet18, efficientnet_b6 (did you mean "
                                      "'resnet18'?)"),

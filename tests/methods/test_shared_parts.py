@@ -111,7 +111,7 @@ def test_normalise_uses_its_statistics():
                                   "gcad:steps=2,train_views=4,stat_views=2", "clip_logic",
                                   "regad:train_epochs=0,input_size=32"])
 def test_a_fit_depends_on_the_cell_generator_only_not_on_the_global_rng(spec):
-    from methods.backbones import FeatureCache
+    from methods.features import FeatureCache
     from methods.base import FitContext
     from methods.registry import create_method
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 import methods.simplenet  # noqa: F401  (registers "simplenet")
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.augment import augment
 from methods.cell import CellSetting, fit_method
 from methods.registry import build_variant

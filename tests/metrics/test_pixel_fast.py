@@ -1,4 +1,4 @@
-"""The one-sort pixel metrics (metrics.pixel) against the previous implementation (metrics._reference)."""
+"""The one-sort pixel metrics (metrics.pixel) against the previous implementation (tests/oracles/pixel_reference.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import _reference as ref
 from metrics import aupro, auspro, pixel_auroc, pixel_scores
 from metrics import pixel as fast
+from tests.oracles import pixel_reference as ref
 
 LIMITS = (0.01, 0.05, 0.1, 0.3, 1.0)
 DEFECTS = {1: (7, False), 2: (0.5, True), 3: (1.0, True), 4: (60, False), 5: (0.3, False), 6: (2.5, False),
@@ -188,7 +188,7 @@ def test_fast_equals_reference_on_real_loco_masks(upsampled):
 
 
 def test_cell_pixel_metrics_equal_reference_with_both_kinds():
-    from submission.cell_metrics import GroundTruth, _reference_pixel_metrics, pixel_metrics
+    from submission.cell_metrics import GroundTruth, pixel_metrics
 
     masks, shape = _loco_masks(n_anomalous=4, n_good=2)
     # Two of the anomalies called structural, so that the per-kind subsets differ from the whole set; one
@@ -198,7 +198,7 @@ def test_cell_pixel_metrics_equal_reference_with_both_kinds():
     truth = GroundTruth((), np.array([1, 1, 1, 1, 0, 0]), kinds, (shape,) * 6, tuple(masks),
                         {255: (17600, False), 254: (0.5, True)})
     maps = _synthetic(masks, shape, 1, True)
-    new, old = pixel_metrics(truth, maps), _reference_pixel_metrics(truth, maps)
+    new, old = pixel_metrics(truth, maps), ref.cell_pixel_metrics(truth, maps)
     assert set(new) == set(old)
     for key, value in old.items():
         assert value is not None

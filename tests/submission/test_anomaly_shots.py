@@ -162,7 +162,7 @@ def test_resume_keeps_m_fixed_per_run_folder(two_runs, tiny_loco):
     before = RunPaths(track).results.read_text()
     run(_config(tiny_loco, track, 2))  # every cell is done: nothing runs again
     assert RunPaths(track).results.read_text() == before
-    with pytest.raises(HarnessError, match="a run with --anomaly-shots 2; --anomaly-shots 1 needs another run folder"):
+    with pytest.raises(HarnessError, match=r"other run settings \(--anomaly-shots: 2 recorded, 1 now\)"):
         run(_config(tiny_loco, track, 1))
 
 

@@ -4,7 +4,8 @@ import re
 import pytest
 import torch
 
-from methods.backbones import WeightsInvalid, resolve_weights
+from methods.backbones import resolve_weights
+from methods.weight_files import WeightsInvalid
 from submission.cli import main
 from submission.config import RunConfig
 from submission.errors import HarnessError
@@ -22,13 +23,13 @@ def bad_weights(tmp_path):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--methods", "gcad:regressor=sede"], "regressor='sede' is not valid; expected one of paper, seed"),
+    (["--methods", "gcad:local_encoder=gird"], "local_encoder='gird' is not valid; expected one of grid, distilled"),
     (["--methods", "patchcore:num_neighbors=abc"], "num_neighbors='abc' is not valid; expected an integer >= 1"),
     (["--methods", "regad:gaussian_stride=5"], "gaussian_stride='5' is not valid; expected one of 4, 8, 16"),
     (["--methods", "simplenet:hflip_p=1.5"], "hflip_p='1.5' is not valid; expected a number in [0, 1]"),
     (["--methods", "gcad:grid_stride=3"], "'gcad:grid_stride=3' (offline preset): cannot be built"),
     (["--methods", "nosuch"], "unknown method 'nosuch'; registered:"),
-    (["--methods", "fusion:members=nosuch"], "member 'nosuch' is not in this run"),
+    (["--methods", "fusion:members=nosuch"], "member 'nosuch' is not among the members in this run"),
     (["--methods", "patchcore", "fusion:members=patchcore,weights=1+2"], "weights has 2 values for 1 members"),
     (["--methods", "patchcore", "patchcore"], "--methods: patchcore given more than once"),
     (["--methods", "patchcore", "patchcore:num_neighbors=1"], "are the same variant"),
@@ -78,7 +79,7 @@ def test_an_explicit_weights_path_never_falls_back(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"methods": ("gcad:regressor=sede",)}, "expected one of paper, seed"),
+    ({"methods": ("gcad:local_encoder=gird",)}, "expected one of grid, distilled"),
     ({"methods": ("regad:gaussian_stride=5",)}, "expected one of 4, 8, 16"),
     ({"methods": "patchcore"}, "--methods 'patchcore': expected a tuple of values, not a str"),
     ({"shots": (0,)}, "--shots 0: must be an integer >= 1"),
@@ -124,3 +125,16 @@ def test_a_corrupt_explicit_clip_file_stops_the_preflight(tmp_path, monkeypatch,
     torch.save(clip_towers.create_clip_model(TINY, "none", None, pretrained=False).state_dict(), good)
     [variant] = preflight((spec,), "paper", {TINY: good})
     assert variant.runnable and len(variant.weights[TINY]) == 64
+
+
+@pytest.mark.parametrize("arguments", [["--help"], ["run", "--help"], ["run", "--shots", "0"],
+                                       ["run", "--image-size", "8"]])
+def test_help_and_a_bad_harness_option_import_no_method(arguments):
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom submission.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+             "from methods.registry import BUILTIN_MODULES\n"
+             "print(sorted(m for m in BUILTIN_MODULES if m in sys.modules))" % (arguments,))
+    child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert child.stdout.strip().splitlines()[-1] == "[]"

@@ -17,8 +17,7 @@ from methods.base import Prediction
 from runfolder.schema import TIMING_COLUMNS, RunPaths
 from submission.cell_records import CellTask, cell_groups
 from submission.cli import main
-from submission.config import RunConfig
-from submission.executors import ExecutorConfig
+from submission.config import ExecutorConfig, RunConfig
 from submission.executors.affinity import AffinityQueue
 from submission.runner import run
 
@@ -38,16 +37,9 @@ def _scores(run_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Every executor's workers run torch on one thread (`cpus_per_worker=1`): so does the local run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def local_run(tiny_loco, tmp_path_factory, one_thread):
+def local_run(tiny_loco, tmp_path_factory):
+    """The default local run, as a user runs it: torch's default thread count, recorded in config.json and set
+    by every executor's workers before each cell."""
     return run(RunConfig(data=tiny_loco, out=tmp_path_factory.mktemp("local"), **GRID))
 
 
@@ -55,7 +47,7 @@ def local_run(tiny_loco, tmp_path_factory, one_thread):
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(num_cpus=max(2, torch.get_num_threads()), include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
 
@@ -108,8 +100,8 @@ def dying(tmp_path):
 def test_ray_gives_the_local_results_retries_a_dead_worker_and_a_rerun_runs_nothing(local_run, local_ray, dying,
                                                                                       tiny_loco, tmp_path):
     grid = {**GRID, "methods": (*GRID["methods"], "dying")}  # one worker dies once, in the middle of a cell
-    config = RunConfig(data=tiny_loco, out=tmp_path / "ray", executor=ExecutorConfig("ray", workers=2, retries=1),
-                       **grid)
+    config = RunConfig(data=tiny_loco, out=tmp_path / "ray", executor=ExecutorConfig("ray", retries=1),
+                       **grid)  # the default Ray run: a worker per --threads cores of the cluster
     run_dir = run(config)
     table = _results(run_dir)
     assert dying.read_text() != str(os.getpid())  # a worker died, not this process
@@ -190,3 +182,19 @@ def test_a_cell_out_of_retries_gets_failed_rows(tiny_loco):
     result = failed_result(job, CellTask("pill_tray", 1, 42, ("clip_logic",)), "worker died", "ray-0")
     assert [(o.row["method"], o.row["status"], o.row["n_good"]) for o in result.outcomes] == [("clip_logic", "failed", 4)]
     assert json.loads(result.outcomes[0].row["method_info"])["error"] == "worker died" and not result.support
+
+
+def test_a_ray_address_where_nothing_listens_is_one_line_not_a_hang(tiny_loco, tmp_path, capsys):
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a free port: nothing listens there once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    code = main(["run", "--data", str(tiny_loco), "--categories", "pill_tray", "--shots", "1", "--seeds", "1",
+                 "--methods", "patchcore", "--preset", "offline", "--image-size", "64", "--executor", "ray",
+                 "--ray-address", f"127.0.0.1:{port}", "--out", str(tmp_path / "run")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 2 and f"--ray-address 127.0.0.1:{port}: no Ray head answers there" in out
+    assert time.monotonic() - start < 60

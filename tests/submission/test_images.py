@@ -7,7 +7,7 @@ from PIL import Image
 from submission.datasets.images import ImageStore, load_image, load_images
 from submission.datasets.readers import read_category
 from submission.errors import HarnessError
-from submission.runner import CategoryData, CategoryLoader
+from submission.cell_worker import CategoryData, CategoryLoader
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ def test_a_fusion_naming_a_member_without_weights_is_skipped(tmp_path, monkeypat
     variants = {v.spec: v for v in preflight(specs, "paper", {})}
     assert variants["patchcore:backbone=lite0"].runnable and not variants["clip_logic"].runnable
     named = variants["fusion:members=patchcore+clip_logic"]
-    assert not named.runnable and "named member(s) cannot run: clip_logic" in named.missing[0]
+    assert not named.runnable and "member(s) it fuses cannot run: clip_logic" in named.missing[0]
     assert variants["fusion"].runnable  # fuses whichever members run
 
 
@@ -19,7 +19,7 @@ def test_an_unknown_clip_tag_is_an_error_not_missing_weights():
 
     from submission.errors import HarnessError
 
-    with pytest.raises(HarnessError, match="clip_pretrained='laion400m_e99' is not a tag of ViT-B-16-plus-240; "
+    with pytest.raises(HarnessError, match="CLIP tag 'laion400m_e99' is not a tag of ViT-B-16-plus-240; "
                                            "expected one of laion400m_e31, laion400m_e32"):
         preflight(("clip_logic:clip_pretrained=laion400m_e99",), "paper", {})
 

@@ -9,10 +9,11 @@ import pytest
 from rich.console import Console
 
 from runfolder.schema import RunPaths
-from submission import runner
+from submission import cell_worker, runner
 from submission.cli import build_parser
 from submission.config import RunConfig
 from submission.datasets.images import ImageStore
+from submission.datasets import procedural
 from submission.datasets.procedural import ProceduralConfig, ensure_dataset, folder_name
 from submission.datasets.readers import read_category
 from submission.errors import HarnessError
@@ -30,7 +31,7 @@ def embedded(tmp_path: Path, monkeypatch) -> list[str]:
         asked.append(config.split)
         return ensure_dataset(tmp_path / "cache", replace(SMALL, split=config.split))
 
-    monkeypatch.setattr(runner, "ensure_dataset", small)
+    monkeypatch.setattr(procedural, "ensure_dataset", small)
     return asked
 
 
@@ -54,18 +55,18 @@ def test_the_dev_split_only_when_asked_and_never_mixed(embedded, tmp_path: Path)
     assert recorded["procedural_split"] == "dev"
     assert Path(recorded["data"]).name == folder_name(replace(SMALL, split="dev"))
     assert folder_name(replace(SMALL, split="dev")).startswith("procedural-dev-")
-    with pytest.raises(HarnessError, match="--procedural-split dev; --procedural-split test needs another"):
+    with pytest.raises(HarnessError, match=r"--procedural-split: dev recorded, test now"):
         runner.run(_config(tmp_path / "dev"), Console(quiet=True))
 
 
 def test_auxiliary_procedural_categories_follow_the_run_split(embedded) -> None:
     """RegAD source=procedural meta-trains on the other categories of the run's realisation."""
     store = ImageStore(64)
-    target_root = runner.ensure_dataset(Path("unused"), ProceduralConfig(split="dev"))
+    target_root = procedural.ensure_dataset(Path("unused"), ProceduralConfig(split="dev"))
     target = read_category(target_root, "pill_tray", "loco")
-    others = runner.auxiliary_categories("procedural", target, "loco", store, "dev")
+    others = cell_worker.auxiliary_categories("procedural", target, "loco", store, "dev")
     assert embedded[-1] == "dev" and {a.name for a in others} == {"cable_pair", "part_slots"}
-    runner.auxiliary_categories("procedural", target, "loco", store)
+    cell_worker.auxiliary_categories("procedural", target, "loco", store)
     assert embedded[-1] == "test"  # the default, as `verify` and the benches use it
 
 

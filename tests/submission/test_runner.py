@@ -136,12 +136,14 @@ def test_fusion_reuses_the_members_test_predictions(tiny_loco, tmp_path, monkeyp
     assert [float(r["z_patchcore"]) for r in fused] == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
-def test_a_pending_fusion_refits_only_the_members_it_fuses():
-    from submission.preflight import preflight
-    from submission.runner import fused_members
+def test_a_fusion_fuses_the_members_its_own_rule_chooses():
+    """One rule (fusion's `choose_members`, declared to the registry) decides the members for the pre-flight,
+    the worker (which members a pending fusion refits) and `Fusion.fit`."""
+    from submission.preflight import members_of, preflight
 
     variants = preflight(("patchcore", "simplenet", "fusion:members=patchcore", "fusion"), "offline", {})
     by_spec = {v.spec: v for v in variants}
-    assert fused_members([by_spec["fusion:members=patchcore"]], variants) == {"patchcore"}
-    assert fused_members([by_spec["fusion"]], variants) == {"patchcore", "simplenet"}
-    assert fused_members([], variants) == set()
+    assert [v.spec for v in members_of(by_spec["fusion:members=patchcore"], variants)] == ["patchcore"]
+    assert [v.spec for v in members_of(by_spec["fusion"], variants)] == ["patchcore"]  # cheap-fit members only
+    with pytest.raises(ValueError, match="simplenet"):
+        members_of(by_spec["fusion"], [by_spec["simplenet"]])

@@ -53,3 +53,27 @@ def test_a_resume_over_cells_made_with_other_settings_exits_2_before_any_cell(ti
     assert "patchcore (offline) has finished cells made with other settings (blur_sigma 2.0 recorded, 4.0 now" in \
         output.replace("\n", " ")
     assert len(pd.read_csv(RunPaths(edited).results)) == 1  # no cell ran
+
+
+def test_a_resume_with_other_run_settings_exits_2_and_leaves_config_json(tiny_loco, tmp_path, capsys):
+    out = tmp_path / "run"
+    arguments = ["run", "--data", str(tiny_loco), "--categories", "cable_pair", "--shots", "1", "--seeds", "1",
+                 "--methods", "patchcore", "--preset", "offline", "--metrics", "image", "--out", str(out)]
+    assert main([*arguments, "--image-size", "64"]) == 0
+    recorded = RunPaths(out).config.read_text()
+    results = RunPaths(out).results.read_text()
+    capsys.readouterr()
+    for extra, message in ((["--image-size", "128"], "--image-size: 64 recorded, 128 now"),
+                           (["--image-size", "64", "--threads", "7"], "--threads: "),
+                           (["--image-size", "64", "--metrics", "all"], "--metrics: image recorded, all now")):
+        arguments_now = [a for a in arguments if a not in ("--metrics", "image")] if "--metrics" in extra else arguments
+        assert main([*arguments_now, *extra]) == 2
+        line = " ".join(capsys.readouterr().out.split())
+        assert message in line and "another --out" in line
+        assert RunPaths(out).config.read_text() == recorded and RunPaths(out).results.read_text() == results
+    (tiny_loco / "cable_pair" / "train" / "good" / "extra.png").write_bytes(b"not the same data")
+    try:
+        assert main([*arguments, "--image-size", "64"]) == 2
+        assert "the files of --data changed since (category cable_pair)" in " ".join(capsys.readouterr().out.split())
+    finally:
+        (tiny_loco / "cable_pair" / "train" / "good" / "extra.png").unlink()

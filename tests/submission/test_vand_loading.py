@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from methods.backbones import FeatureCache
+from methods.features import FeatureCache
 from methods.cell import CellSetting, fit_method
 from methods.registry import build_variant
 from submission.datasets.images import load_image

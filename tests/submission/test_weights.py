@@ -11,7 +11,8 @@ import torch
 
 from methods import list_methods
 from methods import clip_towers
-from methods.backbones import BACKBONES, LICENCES, resolve_weights
+from methods.backbones import BACKBONES, resolve_weights
+from methods.weight_files import LICENCES
 from methods.clip_towers import resolve_clip_weights
 from methods.registry import build_config
 from submission import weights as weights_command
@@ -46,7 +47,7 @@ def _needed(preset):
     names = set()
     for entry in list_methods():
         _, config = build_config(entry.name, preset)
-        names |= set(entry.backbones(config)) | ({config.clip_model} if getattr(config, "clip_model", None) else set())
+        names |= {need.name for need in entry.requirements(config).weights}
     return names
 
 

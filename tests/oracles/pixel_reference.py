@@ -1,7 +1,8 @@
-"""The pixel metrics as they were before the one-sort implementation in `metrics.pixel` (kept verbatim).
+"""Oracle for the pixel metrics: the implementation from before the one-sort path in `metrics.pixel` (kept
+verbatim from the former `metrics/_reference.py`), and one cell's pixel metrics computed with it, one call per
+metric and subset (the former `submission.cell_metrics._reference_pixel_metrics`).
 
-The reference that tests/metrics and `python -m bench.pixel_metrics` check the fast path against; not used by
-the harness itself.
+Not used by the harness: tests/metrics and `python -m bench.pixel_metrics` check the fast path against it.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import numpy as np
 from scipy import ndimage
 
 from metrics._inputs import _check_limit, _mask, _np, _pairs
+from runfolder.schema import LOGICAL, STRUCTURAL
+from submission.cell_metrics import GroundTruth, _subset
 
-__all__ = ["pixel_auroc", "aupro", "auspro"]
+__all__ = ["pixel_auroc", "aupro", "auspro", "cell_pixel_metrics"]
 
 
 def pixel_auroc(masks: Sequence[Any], maps: Sequence[Any]) -> float | None:
@@ -142,3 +145,29 @@ def auspro(gt_masks: Sequence[Sequence[Any]], maps: Sequence[Any],
         return {lim: None for lim in limits}
     fpr, spro = _overlap_curve(normal_s, regions, max(limits))
     return {lim: _area_up_to(fpr, spro, lim) for lim in limits}
+
+
+def cell_pixel_metrics(truth: GroundTruth, maps: list[np.ndarray]) -> dict[str, float | None]:
+    """`submission.cell_metrics.pixel_metrics` as it was before `metrics.pixel_scores`: the functions above, one
+    call per metric and subset."""
+    keys = ("pixel_auroc", "aupro_0.3", "auspro_0.05", "auspro_logical_0.05", "auspro_structural_0.05")
+    out: dict[str, float | None] = dict.fromkeys(keys)
+    if truth.masks is None:
+        return out
+    binary = [np.any(np.stack(m), axis=0) if m else np.zeros(s, dtype=bool) for m, s in zip(truth.masks, truth.sizes)]
+    out["pixel_auroc"] = pixel_auroc(binary, maps)
+    out["aupro_0.3"] = aupro(binary, maps, fpr_limit=0.3)
+    if not truth.defects:
+        return out
+    everything = _subset(truth, None)
+    cache: dict[tuple[int, ...], float | None] = {}  # a subset equal to the whole set is computed once
+    for kind, key in ((None, "auspro_0.05"), (LOGICAL, "auspro_logical_0.05"), (STRUCTURAL, "auspro_structural_0.05")):
+        index = _subset(truth, kind)
+        if kind is not None and not any(truth.kinds[i] == kind for i in index):
+            continue
+        subset = tuple(index.tolist()) if len(index) != len(everything) else ()
+        if subset not in cache:
+            masks = [truth.masks[i] for i in index]
+            cache[subset] = auspro(masks, [maps[i] for i in index], truth.defects, fpr_limits=(0.05,))[0.05]
+        out[key] = cache[subset]
+    return out
