@@ -48,12 +48,13 @@ def _context(variant: MethodVariant, setting: CellSetting, members: Mapping[str,
 
 
 def fit_method(variant: MethodVariant, support: torch.Tensor, setting: CellSetting,
-               members: Mapping[str, FittedMember] | None = None) -> FittedMember:
+               members: Mapping[str, FittedMember] | None = None, global_seed: int | None = None) -> FittedMember:
     """A new instance of `variant` fitted on `support` [k,3,H,W] in [0,1]; `members` are the variants fitted
-    before it in the cell (a fusing method combines them)."""
+    before it in the cell (a fusing method combines them). torch's global RNG is seeded with the cell's seed, as
+    the VAND kit does, or with `global_seed` (the contract check: a method must not draw from it)."""
     method = variant.create()
     context = _context(variant, setting, members or {})
-    torch.manual_seed(setting.seed)
+    torch.manual_seed(setting.seed if global_seed is None else global_seed)
     # a fusing method scores its members on views and pseudo-anomalies of the support images: not worth caching
     scope = setting.features.lookup_only() if variant.entry.needs_fitted else nullcontext()
     start = time.perf_counter()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 import typing
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from methods.base import Method, MethodEntry, MethodVariant
 from methods.options import describe, fits, parse, suggest
@@ -22,21 +24,64 @@ BUILTIN_MODULES = tuple(f"methods.{name}" for name in  # registration order = th
                         ("bgad", "clip_logic", "fusion", "gcad", "patchcore", "regad", "simplenet"))  # members too)
 
 
+ENTRY_POINT_GROUP = "fewshot_ad_harness.methods"  # an outside package's pyproject: [project.entry-points."<this>"]
+
+
 class MethodSpecError(ValueError):
     """An unknown method name, an unknown config key, or a value its field does not admit (type, choice, range)."""
 
 
+class PluginError(ValueError):
+    """An outside method that cannot be used: its plugin fails to import, registers a name that exists, or
+    registers nothing. One line naming the plugin and the problem."""
+
+
 _REGISTRY: dict[str, MethodEntry] = {}
-_LOADED: list[bool] = []  # the built-in modules were imported (registration happens on first lookup)
+_LOADED: list[bool] = []  # the built-in modules and entry points were imported (on the first lookup)
+_SOURCE: list[str] = ["builtin"]  # what is registering now: builtin, or the plugin being imported
 
 
-def load_builtins() -> None:
-    """Import the built-in method modules once (each registers itself); lookups call it, so importing the
-    registry imports no method."""
-    if not _LOADED:
-        _LOADED.append(True)
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
+def load_builtins(entry_points: bool = True) -> None:
+    """Import the built-in method modules, then every installed entry point of `ENTRY_POINT_GROUP`, once (each
+    registers itself); lookups call it, so importing the registry imports no method. A bundle's entry point
+    passes `entry_points=False` first: it runs only the code it carries, never what happens to be installed."""
+    if _LOADED:
+        return
+    _LOADED.append(True)
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if entry_points else ()
+    for point in sorted(points, key=lambda p: p.name):
+        dist = point.dist
+        import_plugin(f"entry point {point.name} ({dist.name} {dist.version})" if dist else f"entry point {point.name}",
+                      point.load)
+
+
+@contextmanager
+def _registering_as(label: str) -> Iterator[None]:
+    _SOURCE.append(label)
+    try:
+        yield
+    finally:
+        _SOURCE.pop()
+
+
+def import_plugin(label: str, load: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
+    """Run `load()`, which imports a plugin, with `label` recorded as the source of what it registers; the module
+    and the names it registered. Any error while importing it is one `PluginError` line naming `label`."""
+    before = set(_REGISTRY)
+    try:
+        with _registering_as(label):
+            module = load()
+    except Exception as error:  # whatever the plugin's own code raises while it is imported
+        message = " ".join(str(error).split())[:300] or type(error).__name__
+        raise PluginError(f"{label}: cannot be imported ({type(error).__name__}: {message})") from None
+    return module, tuple(name for name in _REGISTRY if name not in before)
+
+
+def registered_by(label: str) -> tuple[str, ...]:
+    """The names registered by a plugin (by the label it was imported with)."""
+    return tuple(name for name, entry in _REGISTRY.items() if entry.source == label)
 
 
 def register(name: str, *, config: type, presets: dict[str, Any], summary: str, **declared: Any) -> Callable:
@@ -45,7 +90,7 @@ def register(name: str, *, config: type, presets: dict[str, Any], summary: str, 
     config's `backbone` / `backbones` fields) and, for a fusing method, `members` (an unknown keyword is a
     TypeError at import)."""
     if name in _REGISTRY:
-        raise ValueError(f"method {name!r} is registered already (by {_REGISTRY[name].source})")
+        raise ValueError(f"method {name!r} is registered already (by {_REGISTRY[name].source}); choose another name")
     if declared.get("needs_fitted") and declared.get("members") is None:
         raise TypeError(f"{name}: a method that consumes fitted members declares `members`")
     if set(presets) != set(PRESETS):
@@ -56,7 +101,7 @@ def register(name: str, *, config: type, presets: dict[str, Any], summary: str, 
         check_config(preset_config, f"{name} preset {preset!r}")
 
     def decorate(factory: Callable[..., Method]) -> Callable[..., Method]:
-        _REGISTRY[name] = MethodEntry(name, factory, config, presets, summary, **declared)
+        _REGISTRY[name] = MethodEntry(name, factory, config, presets, summary, **declared, source=_SOURCE[-1])
         return factory
 
     return decorate

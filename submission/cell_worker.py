@@ -235,6 +235,8 @@ class CellWorker:
         """Fit one variant on the support set; with `score`, predict the test set (kept in `predictions`) and
         add its outcome. Anything the method raises, or non-finite output, fails this cell only."""
         info: dict[str, Any] = {"preset": self.preset, "weights": variant.weights}
+        if variant.entry.source != "builtin":
+            info["source"] = variant.entry.source  # the plugin or package the method came from
         if variant.entry.uses_auxiliary and variant.requirements.auxiliary_source == "procedural":
             info["auxiliary_split"] = self.config.procedural_split  # the procedural realisation it trains off
         try:

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from submission.config import (DEFAULT_SEEDS, DEFAULT_SHOTS, DEVICES, EXECUTORS, METRICS, PRECISIONS, SLURM_CLUSTERS,
                                ExecutorConfig, RunConfig)
+from methods.registry import PluginError
 from submission.errors import HarnessError
 
 
@@ -36,6 +37,12 @@ def _shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
+def _plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE|MODULE",
+                        help="a Python file or module that registers methods (repeatable); installed packages "
+                             "with a fewshot_ad_harness.methods entry point need none")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m submission", description="Few-shot anomaly detection harness")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shots", nargs="+", type=int, default=list(DEFAULT_SHOTS))
     run.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
     run.add_argument("--methods", nargs="+", default=[], help="NAME[:key=value,...]; default: every registered method")
+    _plugin_option(run)
     run.add_argument("--preset", choices=("paper", "offline"), help="default: offline without --data, paper with it")
     run.add_argument("--weights", nargs="+", type=_weights_pair, default=[], metavar="NAME=PATH")
     run.add_argument("--image-size", type=int, default=256)
@@ -89,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="realisation of the embedded procedural dataset (the data without --data; RegAD's "
                           "source=procedural): test = the reported one (default), dev = the one for choosing settings")
 
-    commands.add_parser("methods", help="list registered methods and the weights each preset needs")
+    listing = commands.add_parser("methods", help="list registered methods and the weights each preset needs")
+    _plugin_option(listing)
 
     weights = commands.add_parser("weights", help="where each weight file is (SHA-256, licence); 'fetch' downloads "
                                                   "the missing ones")
@@ -97,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--preset", choices=("paper", "offline"), default="paper")
     weights.add_argument("--methods", nargs="+", default=[], help="NAME[:key=value,...]; default: every registered method")
     weights.add_argument("--weights", nargs="+", type=_weights_pair, default=[], metavar="NAME=PATH")
+
+    check = commands.add_parser("check-method", help="check a method (built-in or plugin) against the method "
+                                                     "contract on tiny generated data; exit 0 when all pass")
+    check.add_argument("spec", help="NAME[:key=value,...]")
+    check.add_argument("--preset", choices=("paper", "offline"), default="offline")
+    check.add_argument("--members", nargs="+", default=["patchcore"],
+                       help="for a method that fuses others: the members fitted before it (default patchcore)")
+    check.add_argument("--device", default="cpu", choices=DEVICES)
+    check.add_argument("--no-bundle", action="store_true", help="skip the package + verify round trip")
+    _plugin_option(check)
+
+    scaffold = commands.add_parser("new-method", help="write a small installable package for a new method")
+    scaffold.add_argument("name")
+    scaffold.add_argument("--dir", type=Path, required=True, help="the package folder to create")
 
     package = commands.add_parser("package", help="bundle one method of a finished run for an evaluator")
     package.add_argument("run_dir", type=Path)
@@ -137,7 +160,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         save_maps=args.save_maps, metrics=args.metrics,
         batch_size=args.batch_size, shard=args.shard, procedural_split=args.procedural_split,
         cache_gib=args.cache_gib, decode_workers=args.decode_workers, anomaly_shots=args.anomaly_shots,
-        threads=args.threads,
+        threads=args.threads, plugins=tuple(args.plugin),
         executor=ExecutorConfig(name=args.executor, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                                 retries=args.retries, ray_address=args.ray_address,
                                 slurm_partition=args.slurm_partition, slurm_time_min=args.slurm_time,
@@ -164,9 +187,11 @@ def show_leaderboard(run_dir: Path, console: Console) -> int:
     return child.returncode
 
 
-def command_methods(console: Console) -> int:
+def command_methods(args: argparse.Namespace, console: Console) -> int:
     from methods import list_methods
+    from methods.plugins import load_plugins
 
+    load_plugins(tuple(args.plugin))
     for entry in list_methods():
         def weights(config: object) -> str:
             return ", ".join(need.name for need in entry.requirements(config).weights) or "no weights"
@@ -176,7 +201,8 @@ def command_methods(console: Console) -> int:
                                        ("fitted members", entry.needs_fitted),
                                        ("labelled anomalies", entry.uses_anomalies),
                                        ("cheap per-cell fit: fused by default", entry.cheap_fit)) if on]
-        console.print(f"[bold]{entry.name}[/bold] — {entry.summary} [dim](weights {needs}"
+        origin = "" if entry.source == "builtin" else f" [cyan]\\[{escape(entry.source)}][/cyan]"
+        console.print(f"[bold]{entry.name}[/bold]{origin} — {entry.summary} [dim](weights {needs}"
                       f"{'; ' + ', '.join(flags) if flags else ''})[/dim]")
     return 0
 
@@ -215,9 +241,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return command_run(args, console)
         if args.command == "methods":
-            return command_methods(console)
+            return command_methods(args, console)
         if args.command == "weights":
             return command_weights(args, console)
+        if args.command == "check-method":
+            from submission.contract import check_method, show
+
+            checks = check_method(args.spec, args.preset, tuple(args.members), args.device, not args.no_bundle,
+                                  tuple(args.plugin), on_check=lambda c: console.print(f"[dim]{escape(c.name)}: "
+                                                                   f"{'pass' if c.passed else 'FAIL'}[/dim]"))
+            return show(checks, args.spec, console)
+        if args.command == "new-method":
+            from submission.scaffold import new_method
+
+            for path in new_method(args.name, args.dir):
+                console.print(f"wrote {path}", highlight=False)
+            console.print(f"next: pip install -e {args.dir} && python -m submission check-method {args.name}",
+                          highlight=False)
+            return 0
         if args.command == "package":
             from submission.packaging import package_bundle
 
@@ -243,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                           out=args.out, batch_size=args.batch_size, device=args.device, console=console), console)
             return 0
         return command_synth(args, console)
-    except HarnessError as error:
+    except (HarnessError, PluginError) as error:
         console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)  # one line
         return 2
     except KeyboardInterrupt:

@@ -100,6 +100,7 @@ class RunConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where the cells run (never what they compute)
     anomaly_shots: int = 0  # m labelled anomalies per cell, drawn from and removed from its test set
     # (submission.anomaly_shots); 0 = the VAND protocol. One m per run folder
+    plugins: tuple[str, ...] = ()  # files or modules that register outside methods (`--plugin`), imported first
     threads: int | None = None  # torch intra-op threads of every worker, set before each cell under every
     # executor (a method that trains follows the thread count); None: the run folder's recorded value on a
     # resume, else this machine's torch default. Recorded in config.json
@@ -119,6 +120,7 @@ class RunConfig:
         numbers("--shots", self.shots, low=1)
         numbers("--seeds", self.seeds, low=SEED_RANGE[0], below=SEED_RANGE[1])
         names("--methods", self.methods)
+        names("--plugin", self.plugins)
         if self.preset is not None:
             choice("--preset", self.preset, PRESETS)
         self._check_weights()

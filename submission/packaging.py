@@ -36,6 +36,7 @@ from methods.registry import build_variant, get_entry, parse_spec
 from runfolder.schema import variant_dirname
 from runfolder.reading import RunFolderError, read_json, read_results_file
 from runfolder.schema import RUN_FILES, RunPaths
+from submission.bundle_plugins import copy_plugin_sources, load_run_plugins
 from submission.errors import HarnessError
 
 HARNESS_PACKAGES = ("submission", "methods", "leaderboard", "runfolder", "metrics")
@@ -95,6 +96,7 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
     if shots:  # its cells fitted on, and were scored without, labelled test anomalies: not the VAND protocol
         raise HarnessError(f"{run_dir}: a run with --anomaly-shots {shots} cannot be packaged (the VAND protocol "
                            "gives a method no labelled anomaly); package one from a run without it")
+    load_run_plugins(config, run_dir)  # a bundled plugin method is built (and its source copied) like a built-in
     members = _members(rows)
     specs = [*members, method]
     searches = _weight_searches(run_dir, config, specs)
@@ -105,6 +107,7 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
         for name in HARNESS_PACKAGES:
             shutil.copytree(repo / name, bundle / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (bundle / "model.py").write_text(ENTRY_POINT)
+        plugins, plugin_requirements = copy_plugin_sources(specs, bundle)
         weights: dict[str, str] = {}
         for name, (search, _) in searches.items():
             source = search.found
@@ -137,6 +140,7 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
             "clip_configs": _clip_configs(searches),
             "serves": serves, "categories": categories,
             "vand_rules": vand_rules(config, specs, searches),
+            "plugins": plugins, "requirements": plugin_requirements,  # outside code shipped in plugins/
         }
         (bundle / "bundle.json").write_text(json.dumps(info, indent=2))
         versions = {}
@@ -145,7 +149,8 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
                 versions[name] = importlib.metadata.version(name)
             except importlib.metadata.PackageNotFoundError:
                 continue
-        (bundle / "requirements.txt").write_text("".join(f"{n}=={v}\n" for n, v in versions.items()))
+        (bundle / "requirements.txt").write_text("".join([*(f"{n}=={v}\n" for n, v in versions.items()),
+                                                          *(f"{r}\n" for r in plugin_requirements)]))
         (bundle / "README.md").write_text(_readme(method, config, info))
         files = sorted(p for p in bundle.rglob("*") if p.is_file())
         (bundle / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(bundle)}\n" for p in files))

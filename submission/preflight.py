@@ -83,10 +83,20 @@ def _build(spec: str, preset: str) -> Variant:
     except MethodSpecError as error:
         raise HarnessError(str(error)) from None
     try:
-        entry.factory(config)
+        method = entry.factory(config)
     except Exception as error:  # e.g. GCAD's strides, clip_logic's tower-or-backbone rule
         raise HarnessError(f"{spec!r} ({preset} preset): cannot be built: {_one_line(error)}") from None
+    if broken := protocol_breaks(method):
+        raise HarnessError(f"{spec!r} (from {entry.source}): breaks the method protocol: {broken}")
     return Variant(spec, entry, config)
+
+
+def protocol_breaks(method: Any) -> str | None:
+    """What a built method lacks of the `Method` protocol (a `name`, `fit`, `predict`, `info`), or None."""
+    missing = [f"{name}()" for name in ("fit", "predict", "info") if not callable(getattr(method, name, None))]
+    if not isinstance(getattr(method, "name", None), str):
+        missing.insert(0, "a `name` string")
+    return f"{type(method).__name__} has no {', '.join(missing)}" if missing else None
 
 
 def _check_distinct(variants: list[Variant]) -> None:

@@ -19,6 +19,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from methods.plugins import Plugin, load_plugins
+from methods.registry import PluginError
 from runfolder.schema import CONFIG_JSON, cell_key
 from submission.anomaly_shots import check_anomaly_shots
 from submission.cell_records import CellJob, CellResult, CellTask, write_cell_result
@@ -85,9 +87,14 @@ class Runner:
         self.folder: RunFolder | None = None
         self.features = feature_cache(config, self.device)  # the local executor's; other workers have their own
         self.workers: dict[str, dict[str, Any]] = {}  # worker -> its feature-cache counters, from its results
+        self.plugins: tuple[Plugin, ...] = ()
 
     def run(self) -> Path:
         """Pre-flight, the resume checks, then every cell; returns the run folder."""
+        try:
+            self.plugins = load_plugins(self.config.plugins)  # before the registry is asked for their methods
+        except PluginError as error:
+            raise HarnessError(str(error)) from None
         variants = preflight(self.config.methods, self.preset, self.config.weights, self.config.pretrained)
         for variant in variants:
             for message in variant.missing:
@@ -144,7 +151,8 @@ class Runner:
                 "format": categories[0].format, "preset": self.preset, "image_size": config.image_size,
                 "metrics": config.metrics, "precision": config.precision, "procedural_split": config.procedural_split,
                 "anomaly_shots": config.anomaly_shots, "threads": config.threads, "device": str(self.device),
-                "batch_size": config.batch_size, "pretrained": config.pretrained}
+                "batch_size": config.batch_size, "pretrained": config.pretrained,
+                "plugins": {plugin.ref: plugin.digest for plugin in self.plugins}}
 
     def _feature_counts(self) -> tuple[dict[str, int], dict[str, Any]]:
         """Backbone passes and feature-cache counters of the run: the run's own cache when the cells ran here,
@@ -162,6 +170,7 @@ class Runner:
         self.folder.write_json(CONFIG_JSON, {
             "arguments": asdict(self.config),
             "settings": settings,  # compared by a resume before any cell
+            "plugins": [asdict(plugin) for plugin in self.plugins],
             "preset": self.preset,
             "data": settings["data"],
             # the embedded dataset's realisation read (the data without --data; RegAD source=procedural)

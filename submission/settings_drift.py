@@ -48,7 +48,8 @@ def drift_line(run_dir: Path, spec: str, preset: str, drift: Mapping[str, tuple[
 RUN_SETTINGS = {"data": "--data", "data_content": "the content of --data", "format": "--format",
                 "preset": "--preset", "image_size": "--image-size", "metrics": "--metrics", "precision": "--precision",
                 "procedural_split": "--procedural-split", "anomaly_shots": "--anomaly-shots", "threads": "--threads",
-                "device": "--device", "batch_size": "--batch-size", "pretrained": "pretrained"}
+                "device": "--device", "batch_size": "--batch-size", "pretrained": "pretrained",
+                "plugins": "--plugin (source digests)"}
 
 
 def recorded_run_settings(previous: Mapping[str, Any]) -> dict[str, Any]:

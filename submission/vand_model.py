@@ -22,7 +22,8 @@ from torch import nn
 from methods.features import FeatureCache
 from methods.base import Method
 from methods.cell import CellSetting, fit_cell
-from methods.registry import build_variant
+from methods.registry import build_variant, load_builtins
+from submission.bundle_plugins import load_bundle_plugins
 
 
 CHUNK = 16  # images per method call inside one evaluator batch: bounds memory whatever batch size the kit picks
@@ -88,6 +89,8 @@ class VandModel(nn.Module):
         # backbones by name, CLIP towers by open_clip model name: FeatureCache builds both from these files
         self.weights = {name: Path(self.bundle_dir) / path for name, path in self.bundle["weights"].items()}
         register_clip_configs(self.bundle)
+        load_builtins(entry_points=False)  # only the code the bundle carries: never an installed plugin's copy
+        load_bundle_plugins(Path(self.bundle_dir), self.bundle)  # outside methods: their code ships in the bundle
         self.features: FeatureCache | None = None
         self.method: Method | None = None
 

@@ -27,6 +27,7 @@ from submission.datasets.readers import read_category
 from submission.datasets.records import Category
 from submission.errors import HarnessError
 from submission.packaging import unpack_checked
+from submission.bundle_plugins import load_bundle_plugins
 from submission.cell_worker import auxiliary_categories
 from submission.sampling import support_indices
 
@@ -53,6 +54,12 @@ m.setup({"few_shot_samples": inputs["support"], "dataset_category": category})
 output = m(inputs["images"])  # one batch, as the evaluator's DataLoader feeds it
 assert output.pred_score.shape == (len(inputs["images"]),), output.pred_score.shape
 torch.save(output.pred_score.cpu(), sys.argv[3])
+for plugin in m.bundle.get("plugins", []):  # outside code comes from the bundle, never from its first place
+    name = plugin.get("module") or next((n for n, mod in list(sys.modules.items()) if n.startswith("fewshot_ad_plugin_")
+                                         and str(getattr(mod, "__file__", "")).endswith(plugin["path"])), None)
+    where = str(getattr(sys.modules.get(name), "__file__", None))
+    if not where.startswith(bundle):
+        raise SystemExit(f"plugin {plugin['source']} imported from {where}, not from the bundle")
 if m.bundle.get("serves"):  # a category it holds no meta-trained model for: a clear error at setup
     try:
         m.setup({"few_shot_samples": inputs["support"], "dataset_category": "not-a-served-category"})
@@ -120,6 +127,7 @@ def verify(archive: Path, n_images: int = 20) -> VerifyReport:  # > vand_model.C
         bundle = unpack_checked(Path(archive), Path(scratch))
         info = json.loads((bundle / "bundle.json").read_text())
         _check_weight_digests(Path(archive), bundle, info)
+        load_bundle_plugins(bundle, info)  # the installed side of the comparison needs the outside method too
         run = RunPaths(bundle / "run")
         try:
             config, manifest = read_json(run.config), read_json(run.manifest)

@@ -65,3 +65,22 @@ def test_every_method_fits_a_cell_and_predicts(preset, k, tmp_path, features):
         second = _fit_and_predict(preset, k, tmp_path, features[preset])
         for spec, (prediction, _) in first.items():
             assert torch.equal(prediction.scores, second[spec][0].scores), spec
+
+
+@pytest.mark.parametrize("name", ["bgad", "clip_logic", "fusion", "gcad", "patchcore", "regad", "simplenet"])
+def test_every_builtin_passes_check_method(name):
+    """The contract a plugin is held to (`python -m submission check-method`), held to our own methods: shapes,
+    finite values, determinism, randomness from the cell's generator only, batch independence."""
+    from submission.contract import check_method
+
+    spec = f"{name}:{SHORT[name]}" if name in SHORT else name
+    checks = check_method(spec, bundle=False)
+    assert [c.name for c in checks if not c.passed] == [], [c.detail for c in checks if not c.passed]
+    assert len(checks) == 6
+
+
+def test_check_method_round_trips_a_bundle():
+    from submission.contract import check_method
+
+    checks = {c.name: c for c in check_method("patchcore")}
+    assert checks["package + verify"].passed and all(c.passed for c in checks.values())

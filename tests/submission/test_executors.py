@@ -198,3 +198,25 @@ def test_a_ray_address_where_nothing_listens_is_one_line_not_a_hang(tiny_loco, t
     out = " ".join(capsys.readouterr().out.split())
     assert code == 2 and f"--ray-address 127.0.0.1:{port}: no Ray head answers there" in out
     assert time.monotonic() - start < 60
+
+
+def test_a_plugin_file_runs_on_ray_workers_as_locally(local_ray, tiny_loco, tmp_path):
+    """A --plugin file's classes travel to the Ray actors by value: same results as the local run."""
+    import sys
+
+    from tests.submission.test_plugins import PLUGIN
+
+    plugin = tmp_path / "colour_plugin.py"
+    plugin.write_text(PLUGIN)
+    grid = {**GRID, "methods": ("colour_nn", "patchcore", "fusion:members=colour_nn+patchcore"),
+            "plugins": (str(plugin),)}
+    try:
+        local = run(RunConfig(data=tiny_loco, out=tmp_path / "local", **grid))
+        on_ray = run(RunConfig(data=tiny_loco, out=tmp_path / "ray", executor=ExecutorConfig("ray"), **grid))
+    finally:
+        for name in [n for n, e in registry._REGISTRY.items() if e.source.startswith("--plugin")]:
+            del registry._REGISTRY[name]
+        for module in [m for m in sys.modules if m.startswith("fewshot_ad_plugin_")]:
+            del sys.modules[module]
+    _assert_same(on_ray, local)
+    assert set(_results(on_ray)["status"]) == {"ok"}
