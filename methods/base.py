@@ -141,6 +141,8 @@ class MethodEntry:
     requires: Callable[[Any], Requirements] = backbone_requirements  # config -> what it needs up front
     members: Callable[[Any, Sequence["MethodVariant"]], list["MethodVariant"]] | None = None
     # a fusing method's choice of members among the candidates (raises ValueError when it cannot choose)
+    in_default_run: bool = True  # False: only run when named in --methods (it needs an argument, e.g. `vand:DIR`)
+    positional: str | None = None  # the config field a bare value after the name sets (`vand:DIR` = `vand:dir=DIR`)
     source: str = "builtin"  # where the method comes from: builtin, or the plugin / package that registered it
 
     def requirements(self, config: Any) -> Requirements:

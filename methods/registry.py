@@ -123,11 +123,15 @@ def get_entry(name: str) -> MethodEntry:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """Split `name:key=value,key=value` into the name and raw string overrides."""
+    """Split `name:key=value,key=value` into the name and raw string overrides; a first item without `=` is kept
+    under the key "" (a method's positional option, e.g. `vand:DIR`)."""
     name, _, rest = spec.partition(":")
     overrides: dict[str, str] = {}
-    for pair in filter(None, rest.split(",")):
+    for index, pair in enumerate(filter(None, rest.split(","))):
         key, sep, value = pair.partition("=")
+        if index == 0 and not sep:  # `vand:DIR`: the value of the method's positional option (see build_config)
+            overrides[""] = pair.strip()
+            continue
         if not sep or not key.strip():
             raise MethodSpecError(f"{spec!r}: {pair!r} is not key=value")
         if key.strip() in overrides:
@@ -165,6 +169,10 @@ def build_config(spec: str, preset: str) -> tuple[MethodEntry, Any]:
         raise MethodSpecError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     name, overrides = parse_spec(spec)
     entry = get_entry(name)
+    if "" in overrides:
+        if entry.positional is None:
+            raise MethodSpecError(f"{spec!r}: {overrides['']!r} is not key=value")
+        overrides[entry.positional] = overrides.pop("")
     config = entry.presets[preset]
     hints = typing.get_type_hints(entry.config, include_extras=True)
     fields = {f.name for f in dataclasses.fields(entry.config)}

@@ -233,14 +233,14 @@ def _run_child(bundle: Path, plan: dict, plan_path: Path, archive: Path, console
 def evaluate(archive: Path, data: Path, *, categories: Sequence[str] = (), shots: Sequence[int] = KIT_SHOTS,
              seeds: Sequence[int] = KIT_SEEDS, out: Path = Path("."), batch_size: int = KIT_BATCH_SIZE,
              device: str = "auto", console: Console | None = None, workers: int = 0) -> KitResult:
-    """Evaluate a bundle archive on a LOCO-layout root as the VAND kit does; writes metrics.csv and results.json
-    into `out`. Raises HarnessError naming the first problem (data, options, archive, entry point)."""
+    """Evaluate a bundle archive (or a VAND kit submission folder holding model.py) on a LOCO-layout root as the
+    VAND kit does; writes metrics.csv and results.json into `out`. Raises HarnessError naming the first problem (data, options, archive, entry point)."""
     console = console or Console()
     archive, data, out = Path(archive), Path(data).resolve(), Path(out)
     resolved_device = _check_options(shots, seeds, batch_size, device)
     plan_categories = _plan_categories(data, categories, shots)
     with tempfile.TemporaryDirectory() as scratch:
-        bundle = unpack_checked(archive, Path(scratch))
+        bundle = archive.resolve() if archive.is_dir() else unpack_checked(archive, Path(scratch))  # or a kit folder
         if not (bundle / "model.py").is_file():
             raise HarnessError(f"{archive}: bundle/model.py (the entry point) is missing")
         info_path = bundle / "bundle.json"

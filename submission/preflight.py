@@ -45,7 +45,7 @@ class Variant:
 
 def default_specs() -> tuple[str, ...]:
     """Every registered method, members before methods that consume fitted members (fusion)."""
-    entries = list_methods()
+    entries = [e for e in list_methods() if e.in_default_run]
     return tuple(e.name for e in entries if not e.needs_fitted) + tuple(e.name for e in entries if e.needs_fitted)
 
 
