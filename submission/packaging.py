@@ -98,6 +98,11 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
                            "gives a method no labelled anomaly); package one from a run without it")
     load_run_plugins(config, run_dir)  # a bundled plugin method is built (and its source copied) like a built-in
     members = _members(rows)
+    if any(get_entry(parse_spec(spec)[0]).name == "vand" for spec in members):
+        raise HarnessError(f"--method {method!r}: a fusion with a vand: member cannot be packaged (a kit folder is "
+                           "its own bundle: package the vand: variant itself)")
+    if get_entry(parse_spec(method)[0]).name == "vand":
+        return _package_kit(run_dir, method, config, dist)
     specs = [*members, method]
     searches = _weight_searches(run_dir, config, specs)
     with tempfile.TemporaryDirectory() as scratch:
@@ -122,12 +127,7 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
             source = paths.artifacts(folder)
             if source.is_dir():
                 shutil.copytree(source, bundle / "artifacts" / folder)
-        (bundle / "run").mkdir()
-        shipped = RunPaths(bundle / "run")
-        for name in RUN_FILES:
-            if (run_dir / name).is_file():
-                shutil.copyfile(run_dir / name, shipped.root / name)
-        shutil.copytree(paths.scores_variant(dirs[method]), shipped.scores_variant(dirs[method]))
+        _copy_run(run_dir, method, bundle)
         serves = _serves(specs, config["preset"], bundle / "artifacts")
         categories = None
         for names in serves.values():
@@ -152,13 +152,49 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
         (bundle / "requirements.txt").write_text("".join([*(f"{n}=={v}\n" for n, v in versions.items()),
                                                           *(f"{r}\n" for r in plugin_requirements)]))
         (bundle / "README.md").write_text(_readme(method, config, info))
-        files = sorted(p for p in bundle.rglob("*") if p.is_file())
-        (bundle / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(bundle)}\n" for p in files))
-        dist.mkdir(parents=True, exist_ok=True)
-        archive = dist / f"{run_dir.name}__{variant_dirname(method)}.tar.gz"
-        with tarfile.open(archive, "w:gz", compresslevel=6) as tar:  # weights barely compress: level 9 only costs time
-            tar.add(bundle, arcname="bundle")
-    return archive, info
+        return _seal(bundle, dist / f"{run_dir.name}__{variant_dirname(method)}.tar.gz"), info
+
+
+def _copy_run(run_dir: Path, method: str, bundle: Path) -> None:
+    """The run's files and this method's per-image scores into bundle/run/."""
+    paths, shipped = RunPaths(run_dir), RunPaths(bundle / "run")
+    shipped.root.mkdir()
+    for name in RUN_FILES:
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, shipped.root / name)
+    shutil.copytree(paths.scores_variant(variant_dirname(method)), shipped.scores_variant(variant_dirname(method)))
+
+
+def _seal(bundle: Path, archive: Path) -> Path:
+    """SHA256SUMS over the bundle's files, then the archive (the folder as `bundle/`)."""
+    files = sorted(p for p in bundle.rglob("*") if p.is_file())
+    (bundle / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(bundle)}\n" for p in files))
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:  # weights barely compress: level 9 only costs time
+        tar.add(bundle, arcname="bundle")
+    return archive
+
+
+def _package_kit(run_dir: Path, method: str, config: dict, dist: Path) -> tuple[Path, dict]:
+    """A `vand:DIR` variant's bundle: the kit folder itself (its model.py is the entry point, unchanged), the run,
+    and bundle.json as the manifest."""
+    variant = build_variant(method, config["preset"])
+    folder = Path(variant.config.dir)
+    if not (folder / "model.py").is_file():
+        raise HarnessError(f"--method {method!r}: the kit folder {folder} has no model.py any more")
+    with tempfile.TemporaryDirectory() as scratch:
+        bundle = Path(scratch) / "bundle"
+        shutil.copytree(folder, bundle, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "bundle.json", "run",
+                                                                       "SHA256SUMS"))
+        _copy_run(run_dir, method, bundle)
+        statement = ("a VAND kit submission folder shipped as it is; its own code decides what it fits on and which "
+                     "weights it loads: check them against the VAND few-shot rules yourself")
+        info = {"method": method, "kit": True, "members": [], "preset": config["preset"],
+                "dirs": {method: variant_dirname(method)}, "image_size": config["arguments"]["image_size"],
+                "weights": {}, "serves": {}, "categories": None, "plugins": [],
+                "vand_rules": {"follows": None, "reasons": [], "statement": statement}}
+        (bundle / "bundle.json").write_text(json.dumps(info, indent=2))
+        return _seal(bundle, dist / f"{run_dir.name}__{variant_dirname(method)}.tar.gz"), info
 
 
 def _weight_searches(run_dir: Path, config: dict, specs: list[str]) -> dict[str, tuple[WeightSearch, str]]:

@@ -37,15 +37,19 @@ CHILD = '''
 import sys, torch
 bundle = sys.argv[1]
 sys.path.insert(0, bundle)
-import methods, model
-if not methods.__file__.startswith(bundle):
-    raise SystemExit(f"entry point imported the harness from {methods.__file__}, not from the bundle")
+import os
+import model
+if os.path.isdir(os.path.join(bundle, "methods")):  # a harness bundle (a kit folder carries no harness)
+    import methods
+    if not methods.__file__.startswith(bundle):
+        raise SystemExit(f"entry point imported the harness from {methods.__file__}, not from the bundle")
 inputs = torch.load(sys.argv[2])
 seed, category = inputs["seed"], inputs["category"]
 m = model.Model()  # as the VAND evaluator: no arguments, eval(), to(DEVICE), setup per (seed, k) on one instance
+manifest = getattr(m, "bundle", {})  # bundle.json as a harness entry point holds it (a kit model has none)
 m.eval()
 m = m.to("cpu")
-assert m.weights_url(category) is None
+assert getattr(m, "weights_url", lambda category: None)(category) is None
 torch.manual_seed(seed + 1)  # a decoy cell first: setup must forget it
 m.setup({"few_shot_samples": inputs["support"].flip(-1), "dataset_category": category})
 m(inputs["images"][:1])
@@ -54,13 +58,13 @@ m.setup({"few_shot_samples": inputs["support"], "dataset_category": category})
 output = m(inputs["images"])  # one batch, as the evaluator's DataLoader feeds it
 assert output.pred_score.shape == (len(inputs["images"]),), output.pred_score.shape
 torch.save(output.pred_score.cpu(), sys.argv[3])
-for plugin in m.bundle.get("plugins", []):  # outside code comes from the bundle, never from its first place
+for plugin in manifest.get("plugins", []):  # outside code comes from the bundle, never from its first place
     name = plugin.get("module") or next((n for n, mod in list(sys.modules.items()) if n.startswith("fewshot_ad_plugin_")
                                          and str(getattr(mod, "__file__", "")).endswith(plugin["path"])), None)
     where = str(getattr(sys.modules.get(name), "__file__", None))
     if not where.startswith(bundle):
         raise SystemExit(f"plugin {plugin['source']} imported from {where}, not from the bundle")
-if m.bundle.get("serves"):  # a category it holds no meta-trained model for: a clear error at setup
+if manifest.get("serves"):  # a category it holds no meta-trained model for: a clear error at setup
     try:
         m.setup({"few_shot_samples": inputs["support"], "dataset_category": "not-a-served-category"})
     except ValueError as error:
@@ -88,12 +92,14 @@ def _fit_installed(bundle_info: dict, bundle: Path, support: torch.Tensor, categ
     meta-trained model) and, for methods trained off the target, the run's auxiliary categories."""
     weights = {name: bundle / path for name, path in bundle_info["weights"].items()}  # the files the bundle ships
     with _clip_configs(bundle_info):
-        variants = [build_variant(spec, bundle_info["preset"])
-                    for spec in [*bundle_info["members"], bundle_info["method"]]]
+        specs = [*bundle_info["members"], bundle_info["method"]]
+        if bundle_info.get("kit"):  # a kit folder: the adapter on the bundle's own model.py
+            specs = [f"vand:{bundle}"]
+        variants = [build_variant(spec, bundle_info["preset"]) for spec in specs]
         setting = CellSetting(category.name, seed, torch.device("cpu"), FeatureCache(torch.device("cpu"), weights),
                               bundle / "artifacts",
                               lambda source: auxiliary_categories(source, category, category.format, store))
-        return fit_cell(variants, support, setting)[bundle_info["method"]].method
+        return fit_cell(variants, support, setting)[specs[-1]].method
 
 
 @contextlib.contextmanager

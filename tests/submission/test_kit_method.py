@@ -94,3 +94,26 @@ def test_vand_needs_a_folder_with_model_py(tmp_path, capsys):
     assert "vand needs the kit submission directory: --methods vand:DIR" in " ".join(capsys.readouterr().out.split())
     assert main(["run", "--methods", f"vand:{tmp_path}", "--out", str(tmp_path / "b")]) == 2
     assert "no model.py there" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_kit_variant_packages_as_its_own_folder_and_verifies(tiny_loco, tmp_path, capsys):
+    import tarfile
+
+    kit = _kit(tmp_path)
+    out, spec = tmp_path / "run", f"vand:{kit}"
+    assert main(["run", "--data", str(tiny_loco), "--categories", "pill_tray", "--shots", "2", "--seeds", "0",
+                 "--preset", "offline", "--image-size", "256", "--metrics", "image", "--out", str(out),
+                 "--methods", spec, "patchcore", f"fusion:members={spec}+patchcore"]) == 0
+    dist = tmp_path / "dist"
+    assert main(["package", str(out), "--method", spec, "--dist", str(dist)]) == 0
+    (archive,) = dist.glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        shipped = tar.extractfile("bundle/model.py").read()
+    assert shipped == (kit / "model.py").read_bytes()  # the kit's own entry point, unchanged
+    assert {"bundle/bundle.json", "bundle/run/config.json", "bundle/SHA256SUMS"} <= names
+    assert not any(name.startswith("bundle/methods") for name in names)  # no harness inside: the kit is the bundle
+    capsys.readouterr()
+    assert main(["verify", str(archive)]) == 0, capsys.readouterr().out
+    assert main(["package", str(out), "--method", f"fusion:members={spec}+patchcore", "--dist", str(dist)]) == 2
+    assert "a fusion with a vand: member cannot be packaged" in " ".join(capsys.readouterr().out.split())
