@@ -9,6 +9,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from submission.cli import main
@@ -19,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def _child(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, *arguments], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _scores(run_dir: Path) -> dict[str, pd.DataFrame]:
+    return {str(p.relative_to(run_dir)): pd.read_csv(p) for p in sorted((run_dir / "scores").rglob("*.csv"))}
 
 
 def _pip(*arguments: str, cwd: Path) -> None:
@@ -43,6 +48,13 @@ def test_a_scaffolded_method_installs_runs_fuses_checks_packages_and_verifies(ti
         assert run.returncode == 0, run.stdout + run.stderr
         rows = (out / "results.csv").read_text().splitlines()[1:]
         assert len(rows) == 6 and all(",ok," in row for row in rows)
+        on_ray = _child("-m", "submission", "run", *run.args[4:-2], "--out", str(tmp_path / "ray"), "--executor", "ray",
+                        cwd=tmp_path)  # Ray workers import the installed package the same way
+        assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
+        ray_scores, local_scores = _scores(tmp_path / "ray"), _scores(out)
+        assert ray_scores.keys() == local_scores.keys()
+        for name, frame in local_scores.items():  # a worker's feature batches hold other images: float rounding
+            pd.testing.assert_frame_equal(ray_scores[name], frame, rtol=1e-4)
         contract = _child("-m", "pytest", "-q", "-p", "no:cacheprovider", str(package / "tests"), cwd=tmp_path)
         assert contract.returncode == 0, contract.stdout + contract.stderr
         packaged = _child("-m", "submission", "package", str(out), "--method", "scaffold_demo",
