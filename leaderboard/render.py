@@ -174,3 +174,42 @@ def markdown_intervals(board: pd.DataFrame) -> str:
                   for _, r in rows.iterrows()]
         lines.append("")
     return "\n".join(lines)
+
+
+def calibration_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and text rows of the calibration table: one row per (fusion variant, member), one column per k."""
+    shown = table[table["category"] == shown_categories(table)[0]] if not table.empty else table
+    ks = sorted(shown["k"].unique())
+    header = ["fusion", "member", *(f"k={k}" for k in ks)]
+    rows = []
+    for (method, member), group in shown.groupby(["method", "member"], sort=True):
+        by_k = {row["k"]: row for _, row in group.iterrows()}
+        rows.append([method, member, *(f"{by_k[k]['normal_std']:.2f}" + (f" ({by_k[k]['flag']})" if by_k[k]["flag"]
+                                                                          else "") if k in by_k else "–"
+                                       for k in ks)])
+    return header, rows
+
+
+CALIBRATION_NOTE = ("Each fused member's z-score std on the normal test images, mean over seeds: about 1 when the "
+                    "member's held-out statistics describe unseen normals; outside [0.5, 2] it is flagged (a member "
+                    "whose spread is underestimated outvotes the others whatever its quality).")
+
+
+def print_calibration(table: pd.DataFrame, console: Console) -> None:
+    """The calibration table in the terminal, flags in red."""
+    header, rows = calibration_rows(table)
+    out = Table(title="fusion calibration: member z std on normal test images", title_justify="left",
+                caption=CALIBRATION_NOTE, caption_justify="left")
+    for name in header:
+        out.add_column(name, justify="left" if name in ("fusion", "member") else "right")
+    for row in rows:
+        out.add_row(*(f"[red]{cell}[/red]" if "(" in cell else cell for cell in row))
+    console.print(out)
+
+
+def markdown_calibration(table: pd.DataFrame) -> str:
+    """The calibration table as a report.md section."""
+    header, rows = calibration_rows(table)
+    lines = ["## Fusion calibration", "", CALIBRATION_NOTE, "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"

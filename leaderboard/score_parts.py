@@ -15,7 +15,7 @@ import pandas as pd
 
 from leaderboard.aggregate import OVERALL
 from metrics import image_auroc
-from runfolder.schema import LOCO_KINDS, LOGICAL, SCORE_COLUMNS, STRUCTURAL, RunPaths
+from runfolder.schema import LOCO_KINDS, LOGICAL, SCORE_COLUMNS, STRUCTURAL, RunPaths, variant_dirname
 
 SUBSETS = (("auroc", None), ("auroc_logical", LOGICAL), ("auroc_structural", STRUCTURAL))
 METRICS = (*(name for name, _ in SUBSETS), "normal_std")
@@ -64,3 +64,27 @@ def aggregate_score_parts(parts: pd.DataFrame) -> pd.DataFrame:
     counts = grouped["seed"].nunique().rename("n_seeds")
     result = pd.concat([counts, means, stds], axis=1).reset_index()
     return result[["method", "category", "k", "part", "n_seeds", *(c for m in metrics for c in (m, f"{m}_std"))]]
+
+
+CALIBRATED = (0.5, 2.0)  # a fused member's z std on normal test images inside this range reads as calibrated
+
+
+def fusion_folders(results: pd.DataFrame) -> set[str]:
+    """The variant folders of the run's fusing methods: those whose rows record the members they fused."""
+    fusing = results.loc[results["method_info"].astype(str).str.contains('"fused"'), "method"]
+    return {variant_dirname(spec) for spec in fusing.unique()}
+
+
+def calibration(parts: pd.DataFrame, fusions: set[str]) -> pd.DataFrame:
+    """Each fused member's z-score std on the normal test images, per (fusion variant folder in `fusions`,
+    category|overall, k): about 1 when the member's held-out statistics describe unseen normals; `flag` says when
+    it lies outside `CALIBRATED` (an over-confident member, std >> 1, outvotes the others whatever its quality)."""
+    members = parts[parts["part"].str.startswith("z_") & parts["method"].isin(fusions)]
+    if members.empty:
+        return pd.DataFrame(columns=["method", "category", "k", "member", "n_seeds", "normal_std", "flag"])
+    table = members.assign(member=members["part"].str[2:])[["method", "category", "k", "member", "n_seeds",
+                                                            "normal_std"]].reset_index(drop=True)
+    low, high = CALIBRATED
+    table["flag"] = [("too wide" if std > high else "too narrow" if std < low else "") if pd.notna(std) else ""
+                     for std in table["normal_std"]]
+    return table

@@ -11,8 +11,9 @@ from leaderboard.aggregate import aggregate, read_results, status_counts
 from leaderboard.intervals import read_replicates
 from leaderboard.paired import fusion_comparisons, markdown_paired, print_paired
 from leaderboard.figures import plot_auroc_bars, plot_f1_vs_k, plot_overlays
-from leaderboard.render import markdown_intervals, markdown_report, markdown_score_parts, print_score_parts, print_tables
-from leaderboard.score_parts import aggregate_score_parts, read_score_parts
+from leaderboard.render import (markdown_calibration, markdown_intervals, markdown_report, markdown_score_parts,
+                                print_calibration, print_score_parts, print_tables)
+from leaderboard.score_parts import aggregate_score_parts, calibration, fusion_folders, read_score_parts
 from runfolder.schema import RunPaths
 
 
@@ -55,6 +56,8 @@ def write_report(run_dir: Path, tables: RunTables | None = None) -> Path:
     if not tables.parts.empty:
         tables.parts.to_csv(paths.score_parts, index=False, float_format="%.6f")
         report += "\n" + markdown_score_parts(tables.parts)
+        if not (fused := calibration(tables.parts, fusion_folders(tables.results))).empty:
+            report += "\n" + markdown_calibration(fused)
     if not tables.fusion.empty:
         report += "\n" + markdown_paired(tables.fusion)
     target = paths.report
@@ -70,6 +73,8 @@ def show(run_dir: Path, console: Console | None = None) -> Path:
     print_tables(tables.board, status_counts(tables.results), console)
     if not tables.parts.empty:
         print_score_parts(tables.parts, console)
+        if not (fused := calibration(tables.parts, fusion_folders(tables.results))).empty:
+            print_calibration(fused, console)
     if not tables.fusion.empty:
         print_paired(tables.fusion, console, "fusion vs each member (A − B)")
     console.print(f"[dim]leaderboard.csv, score_parts.csv, report.md and plots/ written in {run_dir}[/dim]")

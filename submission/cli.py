@@ -140,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=128, help="first batch size (halved on CUDA OOM)")
     evaluate.add_argument("--device", default="auto", choices=DEVICES)
 
-    synth = commands.add_parser("synth", help="write the procedural LOCO-like dataset")
+    synth = commands.add_parser("synth", help="write the procedural LOCO-like dataset, or ELPV (real, a dev set) in "
+                                              "MVTec AD layout")
+    synth.add_argument("--dataset", choices=("procedural", "elpv"), default="procedural",
+                       help="elpv: the solar-cell images of PyPI elpv-dataset, one cell type (--elpv-type) as one "
+                            "category: 60 train/good, 150 test good, 150 defective, drawn with --seed")
+    synth.add_argument("--elpv-type", choices=("mono", "poly"), default="mono")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=256)
@@ -225,6 +230,12 @@ def command_weights(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_synth(args: argparse.Namespace, console: Console) -> int:
+    if args.dataset == "elpv":
+        from submission.datasets.elpv import ElpvConfig, write_elpv
+
+        folder = write_elpv(args.out, ElpvConfig(cell_type=args.elpv_type, seed=args.seed))
+        console.print(f"ELPV written to {folder} (MVTec AD layout: --data {args.out} --format mvtec)", highlight=False)
+        return 0
     from submission.datasets.procedural import ProceduralConfig, generate
 
     config = ProceduralConfig(seed=args.seed, image_size=args.image_size, split=args.split)

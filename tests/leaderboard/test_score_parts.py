@@ -61,3 +61,20 @@ def test_score_csvs_written_before_the_path_column_still_read(tmp_path):
                   "label": [0, 1], "score": [0.1, 0.9], "local": [0.2, 0.3]}).to_csv(path, index=False)
     parts = read_score_parts(tmp_path)
     assert sorted(parts["part"]) == ["local", "score"] and parts.set_index("part").loc["local", "auroc_logical"] == 1.0
+
+
+def test_calibration_flags_fused_members_outside_half_to_two():
+    import pandas as pd
+
+    from leaderboard.score_parts import calibration, fusion_folders
+
+    results = pd.DataFrame({"method": ["fusion:members=a+b", "gcad"],
+                            "method_info": ['{"fused": ["a", "b"]}', '{"steps": 2}']})
+    assert fusion_folders(results) == {"fusion_members_a_b"}
+    parts = pd.DataFrame({
+        "method": ["fusion_members_a_b"] * 4 + ["gcad"], "category": ["overall"] * 5, "k": [1, 1, 2, 2, 1],
+        "part": ["z_a", "z_b", "z_a", "score", "z_local"], "n_seeds": [3] * 5,
+        "normal_std": [0.49, 2.0, 7.5, 1.0, 0.1]})
+    table = calibration(parts, fusion_folders(results))
+    assert list(zip(table["member"], table["k"], table["flag"])) == [("a", 1, "too narrow"), ("b", 1, ""),
+                                                                      ("a", 2, "too wide")]
