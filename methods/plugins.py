@@ -86,6 +86,8 @@ def load_plugin(ref: str) -> Plugin:
         if found is None:
             raise PluginError(f"{label}: no such file or importable module")
         module, _ = import_plugin(label, lambda: importlib.import_module(ref))
+        if getattr(module, "__file__", None) is None:
+            raise PluginError(f"{label}: a namespace package (no __init__.py): name a module file or a package")
         file = Path(module.__file__)
         origin = file.parent if file.name == "__init__.py" else file
     methods = registered_by(label)

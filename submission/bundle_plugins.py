@@ -5,6 +5,7 @@ installed. A file plugin may name its own requirements in a module-level `REQUIR
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ def load_run_plugins(config: dict[str, Any], run_dir: Path) -> None:
         if source_digest(origin) != plugin["digest"]:
             raise HarnessError(f"{run_dir}: the plugin {plugin['ref']} changed since the run (source digest "
                                f"{source_digest(origin)}, the run recorded {plugin['digest']}); rerun, then package")
-        load_plugin(plugin["ref"])
+        load_plugin(str(origin) if origin.is_file() else plugin["ref"])  # a file from where the run read it
 
 
 def _distribution(module: str) -> importlib.metadata.Distribution | None:
@@ -36,9 +37,10 @@ def _distribution(module: str) -> importlib.metadata.Distribution | None:
     return None
 
 
-def copy_plugin_sources(specs: list[str], bundle: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def copy_plugin_sources(specs: list[str], bundle: Path, pinned: tuple[str, ...] = ()
+                        ) -> tuple[list[dict[str, Any]], list[str]]:
     """Copy the source of each outside method among `specs` into `bundle/plugins/`; bundle.json's entries and
-    the pip requirements they declare."""
+    the pip requirements they declare (less the harness itself and the `pinned` packages the bundle pins)."""
     entries: list[dict[str, Any]] = []
     requirements: list[str] = []
     for spec in specs:
@@ -57,6 +59,8 @@ def copy_plugin_sources(specs: list[str], bundle: Path) -> tuple[list[dict[str, 
             requirements += list(getattr(module, "REQUIREMENTS", []))
             continue
         top = module.__name__.split(".")[0]
+        if getattr(sys.modules[top], "__file__", None) is None:
+            raise HarnessError(f"{entry.source}: {top} is a namespace package; a bundle carries a module or a package")
         top_file = Path(sys.modules[top].__file__)
         if top_file.name == "__init__.py":
             shutil.copytree(top_file.parent, target / top, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -65,7 +69,9 @@ def copy_plugin_sources(specs: list[str], bundle: Path) -> tuple[list[dict[str, 
         entries.append({"source": entry.source, "kind": "module", "module": module.__name__})
         dist = _distribution(top)
         if dist is not None:
-            requirements += [r for r in dist.requires or [] if "extra ==" not in r]
+            harness = {"fewshot-ad-harness", "fewshot_ad_harness", *(name.lower() for name in pinned)}
+            requirements += [r for r in dist.requires or [] if "extra ==" not in r
+                             and re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() not in harness]
     return entries, requirements
 
 

@@ -9,6 +9,7 @@ import copy
 import json
 import time
 import traceback
+from dataclasses import asdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -234,7 +235,8 @@ class CellWorker:
                        score: bool, outcomes: list[VariantOutcome], messages: list[str]) -> FittedMember | None:
         """Fit one variant on the support set; with `score`, predict the test set (kept in `predictions`) and
         add its outcome. Anything the method raises, or non-finite output, fails this cell only."""
-        info: dict[str, Any] = {"preset": self.preset, "weights": variant.weights}
+        info: dict[str, Any] = {"preset": self.preset, "weights": variant.weights,
+                                "config": asdict(variant.config)}  # what a resume compares (settings_drift)
         if variant.entry.source != "builtin":
             info["source"] = variant.entry.source  # the plugin or package the method came from
         if variant.entry.uses_auxiliary and variant.requirements.auxiliary_source == "procedural":

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--preset", choices=("paper", "offline"), default="paper")
     weights.add_argument("--methods", nargs="+", default=[], help="NAME[:key=value,...]; default: every registered method")
     weights.add_argument("--weights", nargs="+", type=_weights_pair, default=[], metavar="NAME=PATH")
+    _plugin_option(weights)
 
     check = commands.add_parser("check-method", help="check a method (built-in or plugin) against the method "
                                                      "contract on tiny generated data; exit 0 when all pass")
@@ -219,6 +220,9 @@ def command_weights(args: argparse.Namespace, console: Console) -> int:
     names = [name for name, _ in args.weights]
     if len(set(names)) != len(names):
         raise HarnessError(f"--weights: {', '.join(sorted({n for n in names if names.count(n) > 1}))} given twice")
+    from methods.plugins import load_plugins
+
+    load_plugins(tuple(args.plugin))
     rows = weights_report(tuple(args.methods), args.preset, dict(args.weights))
     if args.action == "fetch":
         code = fetch(rows, console)

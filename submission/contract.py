@@ -148,24 +148,40 @@ def check_method(spec: str, preset: str = "offline", members: tuple[str, ...] = 
         except NonFiniteOutput as error:
             add("finite", str(error), "")
         scores = prediction.scores.cpu()
-        again = run.predict(run.fitted(), run.test).scores.cpu()
-        index, difference = _largest_difference(scores, again)
-        add("same seed, same scores", None if torch.equal(scores, again) else
-            f"a second fit with seed {SEED} differs by {difference:.3g} on {run.names[index]}", "bit-identical")
-        perturbed = run.fitted(global_seed=SEED + 1000)
-        torch.rand(1000)  # the global RNG moves on between fit and predict
-        other = run.predict(perturbed, run.test).scores.cpu()
-        index, difference = _largest_difference(scores, other)
-        add("own generator only", None if torch.equal(scores, other) else
-            f"another global torch seed changes {run.names[index]}'s score by {difference:.3g}: draw from "
-            "FitContext.generator", "global RNG perturbed: same scores")
-        alone = torch.cat([run.predict(method, run.test[i:i + 1]).scores.cpu() for i in range(count)])
-        reverse = run.predict(method, run.test.flip(0)).scores.cpu().flip(0)
-        worst = max((_largest_difference(scores, alone), _largest_difference(scores, reverse)), key=lambda w: w[1])
-        add("batch independence", None if worst[1] <= BATCH_TOLERANCE else
-            f"{run.names[worst[0]]}: its score moves by {worst[1]:.3g} (relative) with its batch-mates: a test "
-            "image's score may depend only on the support images and itself",
-            f"alone and reordered within {worst[1]:.1g}")
+
+        def determinism() -> str | None:
+            again = run.predict(run.fitted(), run.test).scores.cpu()
+            index, difference = _largest_difference(scores, again)
+            return None if torch.equal(scores, again) else \
+                f"a second fit with seed {SEED} differs by {difference:.3g} on {run.names[index]}"
+
+        def own_generator() -> str | None:
+            perturbed = run.fitted(global_seed=SEED + 1000)
+            torch.rand(1000)  # the global RNG moves on between fit and predict
+            other = run.predict(perturbed, run.test).scores.cpu()
+            index, difference = _largest_difference(scores, other)
+            return None if torch.equal(scores, other) else \
+                f"another global torch seed changes {run.names[index]}'s score by {difference:.3g}: draw from " \
+                "FitContext.generator"
+
+        def batch_independence() -> str | None:
+            alone = torch.cat([run.predict(method, run.test[i:i + 1]).scores.cpu().reshape(-1) for i in range(count)])
+            reverse = run.predict(method, run.test.flip(0)).scores.cpu().flip(0)
+            worst = max((_largest_difference(scores, alone), _largest_difference(scores, reverse)),
+                        key=lambda w: w[1])
+            return None if worst[1] <= BATCH_TOLERANCE else \
+                f"{run.names[worst[0]]}: its score moves by {worst[1]:.3g} (relative) with its batch-mates: a test " \
+                "image's score may depend only on the support images and itself"
+
+        for name, check, passed in (("same seed, same scores", determinism, "bit-identical"),
+                                    ("own generator only", own_generator, "global RNG perturbed: same scores"),
+                                    ("batch independence", batch_independence,
+                                     f"each image alone and reordered within {BATCH_TOLERANCE:g}")):
+            try:
+                problem = check()
+            except Exception as error:  # e.g. a method that cannot score a batch of one image
+                problem = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+            add(name, problem, passed)
         if bundle:
             add("package + verify", _bundle_problem(specs, spec, preset, plugins, root, work, device),
                 "bundle verified (it carries the method's own code)")

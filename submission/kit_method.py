@@ -120,7 +120,8 @@ class KitModel:
         return Prediction(scores=scores, maps=maps)
 
     def info(self) -> dict[str, Any]:
-        return {"dir": str(self.folder), "model_py_digest": _digest(self.folder), "input_size": self.config.input_size}
+        return {"dir": self.config.dir, "input_size": self.config.input_size, "resolved_dir": str(self.folder),
+                "model_py_digest": _digest(self.folder)}
 
 
 register(

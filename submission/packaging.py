@@ -112,7 +112,7 @@ def package_bundle(run_dir: Path, method: str, dist: Path = Path("dist")) -> tup
         for name in HARNESS_PACKAGES:
             shutil.copytree(repo / name, bundle / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (bundle / "model.py").write_text(ENTRY_POINT)
-        plugins, plugin_requirements = copy_plugin_sources(specs, bundle)
+        plugins, plugin_requirements = copy_plugin_sources(specs, bundle, PINNED)
         weights: dict[str, str] = {}
         for name, (search, _) in searches.items():
             source = search.found

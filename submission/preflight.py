@@ -116,7 +116,12 @@ def _check_distinct(variants: list[Variant]) -> None:
 def _find_weights(variant: Variant, weights: dict[str, Path], pretrained: bool) -> None:
     """Record each declared weight file's digest after loading it once, or why it is missing (the variant is
     skipped). Random weights (`pretrained=False`, tests) need no file: backbones are recorded as `random`."""
-    for need in variant.requirements.weights:
+    try:
+        needs = variant.requirements.weights
+    except Exception as error:  # a plugin's `requires` (or a field the default reads) that fails
+        raise HarnessError(f"{variant.spec!r} (from {variant.entry.source}): its weight requirements cannot be read "
+                           f"({_one_line(error)}); declare them with register(..., requires=...)") from None
+    for need in needs:
         if not pretrained:
             if not need.is_clip:
                 variant.weights[need.name] = "random"
@@ -127,6 +132,10 @@ def _find_weights(variant: Variant, weights: dict[str, Path], pretrained: bool) 
             path = resolve_weight_file(need, weights.get(need.name))
         except WeightsInvalid as error:
             raise HarnessError(str(error)) from None
+        except KeyError as error:  # a backbone name the harness does not know (a plugin's own network)
+            raise HarnessError(f"{variant.spec!r} (from {variant.entry.source}): {_one_line(error)}; a method that "
+                               "loads its own network declares its weight files with register(..., requires=...)"
+                               ) from None
         except WeightsMissing as error:
             variant.missing.append(str(error))
             continue

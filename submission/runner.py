@@ -107,7 +107,7 @@ class Runner:
         self.folder = RunFolder(self.run_dir)
         recorded = recorded_run_settings(self.folder.read_json(CONFIG_JSON))  # {} for a new run folder
         self.config = replace(self.config, threads=self.config.threads or recorded.get("threads")
-                              or torch.get_num_threads())
+                              or self.config.executor.cpus_per_worker or torch.get_num_threads())
         settings = self._settings(categories)
         if drift := run_settings_drift(recorded, settings):
             raise HarnessError(run_drift_line(self.run_dir, drift))
@@ -147,12 +147,13 @@ class Runner:
     def _settings(self, categories: list[Category]) -> dict[str, Any]:
         """The run-level settings that change a cell's numbers (`settings_drift.RUN_SETTINGS`), as recorded."""
         config = self.config
-        return {"data": str(categories[0].root.parent), "data_content": {c.name: content_digest(c) for c in categories},
+        data = str(Path(config.data).resolve()) if config.data is not None else f"embedded:{config.procedural_split}"
+        return {"data": data, "data_content": {c.name: content_digest(c) for c in categories},
                 "format": categories[0].format, "preset": self.preset, "image_size": config.image_size,
                 "metrics": config.metrics, "precision": config.precision, "procedural_split": config.procedural_split,
                 "anomaly_shots": config.anomaly_shots, "threads": config.threads, "device": str(self.device),
                 "batch_size": config.batch_size, "pretrained": config.pretrained,
-                "plugins": {plugin.ref: plugin.digest for plugin in self.plugins}}
+                "plugins": {plugin.origin: plugin.digest for plugin in self.plugins}}
 
     def _feature_counts(self) -> tuple[dict[str, int], dict[str, Any]]:
         """Backbone passes and feature-cache counters of the run: the run's own cache when the cells ran here,
@@ -172,7 +173,7 @@ class Runner:
             "settings": settings,  # compared by a resume before any cell
             "plugins": [asdict(plugin) for plugin in self.plugins],
             "preset": self.preset,
-            "data": settings["data"],
+            "data": str(categories[0].root.parent),
             # the embedded dataset's realisation read (the data without --data; RegAD source=procedural)
             "procedural_split": self.config.procedural_split,
             "categories": [c.name for c in categories],

@@ -30,6 +30,7 @@ def settings_drift(rows: Iterable[Mapping[str, str]], spec: str, preset: str, co
         if row["method"] != spec or row["preset"] != preset or row["status"] != "ok":
             continue
         info = json.loads(row["method_info"] or "{}")
+        info = info.get("config", info) if isinstance(info.get("config"), dict) else info  # rows before `config`
         for name in asked.keys() & info.keys():
             recorded.setdefault(name, set()).add(_plain(info[name]))
     return {name: (sorted(values), asked[name]) for name, values in sorted(recorded.items())
@@ -49,7 +50,7 @@ RUN_SETTINGS = {"data": "--data", "data_content": "the content of --data", "form
                 "preset": "--preset", "image_size": "--image-size", "metrics": "--metrics", "precision": "--precision",
                 "procedural_split": "--procedural-split", "anomaly_shots": "--anomaly-shots", "threads": "--threads",
                 "device": "--device", "batch_size": "--batch-size", "pretrained": "pretrained",
-                "plugins": "--plugin (source digests)"}
+                "plugins": "--plugin"}
 
 
 def recorded_run_settings(previous: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def recorded_run_settings(previous: Mapping[str, Any]) -> dict[str, Any]:
     arguments = previous.get("arguments", {})
     recorded = {name: arguments[name] for name in ("format", "image_size", "precision", "batch_size", "pretrained")
                 if name in arguments}
-    recorded.update(preset=previous.get("preset"), data=previous.get("data"), device=previous.get("device"),
+    recorded.update(preset=previous.get("preset"), device=previous.get("device"),
                     procedural_split=previous.get("procedural_split", "test"),
                     anomaly_shots=arguments.get("anomaly_shots", 0), metrics=arguments.get("metrics", "all"))
     return {name: value for name, value in recorded.items() if value is not None}
@@ -76,7 +77,11 @@ def run_settings_drift(recorded: Mapping[str, Any], asked: Mapping[str, Any]) ->
         if name not in recorded or name not in asked:
             continue
         before, now = recorded[name], asked[name]
-        if name == "data_content":
+        if name == "plugins":  # a plugin both runs name (by its file or folder) must be unchanged
+            changed = sorted(origin for origin in before.keys() & now.keys() if before[origin] != now[origin])
+            if changed:
+                drift.append((name, f"{changed[0]} as it was", "changed"))
+        elif name == "data_content":
             changed = sorted(c for c in before.keys() & now.keys() if before[c] != now[c])
             if changed:
                 drift.append((name, f"category {changed[0]}", None))

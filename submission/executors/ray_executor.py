@@ -93,8 +93,8 @@ class RayExecutor:
         if device == "cuda" and gpus == 0:
             raise HarnessError("--device cuda: the Ray cluster has no GPU")
         per = self.config.cpus_per_worker or job.config.threads
-        if device == "cuda" or (device == "auto" and gpus > 0):
-            return {"num_gpus": 1, "num_cpus": per}, gpus
+        if device == "cuda" or (device == "auto" and gpus > 0):  # one actor per GPU, whatever the driver's cores
+            return {"num_gpus": 1, "num_cpus": self.config.cpus_per_worker or 1}, gpus
         if cpus < per:
             raise HarnessError(f"--cpus-per-worker {per}: the Ray cluster has {cpus} CPU cores")
         return {"num_cpus": per}, cpus // per

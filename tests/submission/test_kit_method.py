@@ -61,7 +61,7 @@ def test_a_kit_folder_runs_fuses_and_matches_the_kit_evaluation(tiny_loco, tmp_p
     assert set(rows["status"]) == {"ok"} and len(rows) == 12
     kit_rows = rows[rows["method"] == spec]
     assert all(kit_rows["pixel_auroc"] != "")  # it returns maps: pixel metrics apply
-    assert json.loads(kit_rows["method_info"].iloc[0])["dir"] == str(kit.resolve())
+    assert json.loads(kit_rows["method_info"].iloc[0])["resolved_dir"] == str(kit.resolve())
     kit_eval = evaluate(kit, tiny_loco, categories=["pill_tray"], shots=[1, 2], seeds=[42, 0], out=tmp_path / "eval",
                         device="cpu")
     official = {(c.seed, c.k): c.image_score for c in kit_eval.cells}

@@ -92,14 +92,15 @@ def test_a_plugin_runs_beside_the_builtins_fuses_and_a_changed_plugin_stops_a_re
     assert fused == ["colour_nn", "patchcore"]
     recorded = json.loads(RunPaths(out).config.read_text())
     assert recorded["plugins"][0]["methods"] == ["colour_nn"]
-    assert recorded["settings"]["plugins"] == {str(plugin): recorded["plugins"][0]["digest"]}
+    assert recorded["settings"]["plugins"] == {str(plugin.resolve()): recorded["plugins"][0]["digest"]}
     capsys.readouterr()
     assert _run(tiny_loco, out, plugin) == 0  # unchanged: resumes, nothing to do
     plugin.write_text(PLUGIN.replace("pool: int = 8", "pool: int = 4"))
     before = RunPaths(out).config.read_text()
     assert _run(tiny_loco, out, plugin) == 2
     line = " ".join(capsys.readouterr().out.split())
-    assert "--plugin (source digests)" in line and RunPaths(out).config.read_text() == before
+    assert f"--plugin: {plugin.resolve()} as it was recorded, changed now" in line
+    assert RunPaths(out).config.read_text() == before
 
 
 @pytest.mark.parametrize("source, problem", [
@@ -109,6 +110,8 @@ def test_a_plugin_runs_beside_the_builtins_fuses_and_a_changed_plugin_stops_a_re
     ("x = 1", "registers no method"),
     (PLUGIN.replace("    def predict(self, images):", "    def score(self, images):"),
      "breaks the method protocol: Colour has no predict()"),
+    (PLUGIN.replace("    pool: int = 8", "    pool: int = 8\n    backbone: str = 'dinov2_own_loader'"),
+     "declares its weight files with register(..., requires=...)"),
 ])
 def test_a_broken_plugin_is_one_line_before_any_cell(source, problem, plugin, tiny_loco, tmp_path, capsys):
     plugin.write_text(source)
