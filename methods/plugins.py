@@ -17,6 +17,8 @@ from pathlib import Path
 
 from methods.registry import PluginError, import_plugin, load_builtins, registered_by
 
+PLUGIN_PREFIX = "fewshot_ad_plugin"  # the module names plugin files are imported under
+
 
 @dataclass(frozen=True)
 class Plugin:
@@ -46,25 +48,28 @@ def _travel_by_value(module: object) -> None:
             continue
 
 
-def _import_file(path: Path, label: str) -> object:
-    name = f"fewshot_ad_plugin_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
-    if name in sys.modules:  # imported already in this process: its methods are registered
+def import_file(path: Path, prefix: str) -> object:
+    """A Python file imported once per process under a module name of its own (`prefix` + its stem + a hash of its
+    path); a file that fails to import leaves nothing behind in `sys.modules`."""
+    name = f"{prefix}_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
         return sys.modules[name]
-
-    def load() -> object:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-        return module
-
-    module, _ = import_plugin(label, load)
-    _travel_by_value(module)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
+
+
+def _import_file(path: Path, label: str) -> object:
+    """A plugin file, imported with `label` recorded as the source of what it registers (once per process)."""
+    imported = import_plugin(label, lambda: import_file(path, PLUGIN_PREFIX))
+    _travel_by_value(imported)
+    return imported
 
 
 def load_plugin(ref: str) -> Plugin:
@@ -85,7 +90,7 @@ def load_plugin(ref: str) -> Plugin:
             found = None
         if found is None:
             raise PluginError(f"{label}: no such file or importable module")
-        module, _ = import_plugin(label, lambda: importlib.import_module(ref))
+        module = import_plugin(label, lambda: importlib.import_module(ref))
         if getattr(module, "__file__", None) is None:
             raise PluginError(f"{label}: a namespace package (no __init__.py): name a module file or a package")
         file = Path(module.__file__)

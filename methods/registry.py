@@ -66,17 +66,16 @@ def _registering_as(label: str) -> Iterator[None]:
         _SOURCE.pop()
 
 
-def import_plugin(label: str, load: Callable[[], Any]) -> tuple[Any, tuple[str, ...]]:
-    """Run `load()`, which imports a plugin, with `label` recorded as the source of what it registers; the module
-    and the names it registered. Any error while importing it is one `PluginError` line naming `label`."""
-    before = set(_REGISTRY)
+def import_plugin(label: str, load: Callable[[], Any]) -> Any:
+    """Run `load()`, which imports a plugin, with `label` recorded as the source of what it registers (see
+    `registered_by`); the module. Any error while importing it is one `PluginError` line naming `label`."""
     try:
         with _registering_as(label):
             module = load()
     except Exception as error:  # whatever the plugin's own code raises while it is imported
         message = " ".join(str(error).split())[:300] or type(error).__name__
         raise PluginError(f"{label}: cannot be imported ({type(error).__name__}: {message})") from None
-    return module, tuple(name for name in _REGISTRY if name not in before)
+    return module
 
 
 def registered_by(label: str) -> tuple[str, ...]:

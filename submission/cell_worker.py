@@ -27,7 +27,7 @@ from submission.cell_records import CellJob, CellResult, CellTask, VariantOutcom
 from submission.config import RunConfig
 from submission.datasets.images import ImageStore
 from submission.datasets.procedural import embedded_dataset
-from submission.datasets.readers import list_categories, read_category
+from submission.datasets.readers import other_categories, read_category
 from submission.datasets.records import Category
 from submission.errors import HarnessError
 from submission.preflight import Variant, members_of
@@ -125,8 +125,7 @@ def auxiliary_categories(source: str, target: Category, fmt: str, store: ImageSt
         root, fmt = target.root.parent, target.format
     else:
         root = Path(source)
-    categories = [read_category(root, name, fmt) for name in list_categories(root)]
-    others = [c for c in categories if c.root.resolve() != target.root.resolve() and c.name != target.name]
+    others = [read_category(root, name, fmt) for name in other_categories(root, target)]  # never the target
     if not others:
         raise HarnessError(f"{root}: no category other than {target.name!r} to train on (source={source!r})")
     return [AuxiliaryCategory(c.name, store.stack(c.train_good)) for c in others]

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from methods.base import Prediction
-from methods.cell import CellSetting, fit_method
+from methods.cell import CellSetting, fit_cell, fit_method
 from methods.features import FeatureCache
 from methods.plugins import load_plugins
 from methods.registry import MethodSpecError, PluginError, build_config
@@ -76,10 +76,7 @@ class ContractRun:
 
     def fitted(self, global_seed: int | None = None):
         """A fresh instance of the variant fitted (its members first, for a fusing method)."""
-        members = {}
-        for variant in self.variants:
-            if variant.spec != self.variant.spec and not variant.entry.needs_fitted:
-                members[variant.spec] = fit_method(variant.method, self.support, self.setting)
+        members = fit_cell([v.method for v in self.variants if v is not self.variant], self.support, self.setting)
         return fit_method(self.variant.method, self.support, self.setting, members, global_seed).method
 
     def predict(self, method, images: torch.Tensor) -> Prediction:

@@ -14,8 +14,6 @@ so weights must already be where `model.py` loads them from, and `weights_url` m
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 
 from methods.base import FitContext, Prediction, Requirements
 from methods.options import PositiveInt
+from methods.plugins import import_file, source_digest
 from methods.registry import register
 
 ANOMALIB_HINT = "pip install 'fewshot-ad-harness[anomalib]' (or pip install -e '.[anomalib]')"
@@ -37,37 +36,20 @@ class KitConfig:
     input_size: PositiveInt = 256  # what the kit's evaluator feeds every model
 
 
-def _digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*.py")):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def load_kit_module(folder: Path) -> Any:
     """The kit directory's `model.py`, imported once per process under a name of its own (its folder first on
     the import path, for its own imports); a missing anomalib is one line saying what to install."""
     folder = folder.resolve()
-    name = f"vand_kit_model_{hashlib.sha256(str(folder).encode()).hexdigest()[:10]}"
-    if name in sys.modules:
-        return sys.modules[name]
     if not (folder / "model.py").is_file():
         raise ValueError(f"vand:{folder}: no model.py there (a VAND kit submission directory holds model.py)")
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location(name, folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        module = import_file(folder / "model.py", "vand_kit")
     except ModuleNotFoundError as error:
-        del sys.modules[name]
         if error.name and error.name.split(".")[0] == "anomalib":
             raise ValueError(f"vand:{folder}: model.py imports anomalib, which is not installed: {ANOMALIB_HINT}") \
                 from None
-        raise
-    except BaseException:
-        del sys.modules[name]
         raise
     if not hasattr(module, "Model"):
         raise ValueError(f"vand:{folder}: model.py defines no Model class")
@@ -121,7 +103,7 @@ class KitModel:
 
     def info(self) -> dict[str, Any]:
         return {"dir": self.config.dir, "input_size": self.config.input_size, "resolved_dir": str(self.folder),
-                "model_py_digest": _digest(self.folder)}
+                "model_py_digest": source_digest(self.folder)}
 
 
 register(

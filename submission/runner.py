@@ -27,7 +27,7 @@ from submission.cell_records import CellJob, CellResult, CellTask, write_cell_re
 from submission.cell_worker import feature_cache, resolve_device
 from submission.config import RunConfig
 from submission.datasets.procedural import embedded_dataset
-from submission.datasets.readers import content_digest, list_categories, read_category
+from submission.datasets.readers import content_digest, list_categories, other_categories, read_category
 from submission.datasets.records import Category
 from submission.errors import HarnessError
 from submission.executors import make_executor
@@ -67,9 +67,7 @@ def check_categories(config: RunConfig, variants: list[Variant], categories: lis
             continue
         for target in categories:
             root = target.root.parent if source == "dataset" else Path(source)
-            others = [n for n in list_categories(root)
-                      if (root / n).resolve() != target.root.resolve() and n != target.name]
-            if not others:
+            if not other_categories(root, target):
                 raise HarnessError(f"{variant.spec}: source={source!r} ({root}) has no category other than "
                                    f"{target.name!r} to train on")
 

@@ -127,6 +127,13 @@ def read_category(data_root: Path, name: str, fmt: str) -> Category:
     return READERS[fmt](root)
 
 
+def other_categories(root: Path, target: Category) -> list[str]:
+    """The categories under `root` other than `target` (by folder and by name): what a method trained off the
+    target may use."""
+    return [name for name in list_categories(root)
+            if (Path(root) / name).resolve() != target.root.resolve() and name != target.name]
+
+
 def content_digest(category: Category) -> str:
     """A digest of the category folder's files (relative paths and sizes): changes when an image, a mask or a
     config file is added, removed or replaced by one of another size; cheap enough to take at every run."""

@@ -202,9 +202,7 @@ def test_a_ray_address_where_nothing_listens_is_one_line_not_a_hang(tiny_loco, t
 
 def test_a_plugin_file_runs_on_ray_workers_as_locally(local_ray, tiny_loco, tmp_path):
     """A --plugin file's classes travel to the Ray actors by value: same results as the local run."""
-    import sys
-
-    from tests.submission.test_plugins import PLUGIN
+    from tests.submission.test_plugins import PLUGIN, forget_plugins
 
     plugin = tmp_path / "colour_plugin.py"
     plugin.write_text(PLUGIN)
@@ -214,9 +212,6 @@ def test_a_plugin_file_runs_on_ray_workers_as_locally(local_ray, tiny_loco, tmp_
         local = run(RunConfig(data=tiny_loco, out=tmp_path / "local", **grid))
         on_ray = run(RunConfig(data=tiny_loco, out=tmp_path / "ray", executor=ExecutorConfig("ray"), **grid))
     finally:
-        for name in [n for n, e in registry._REGISTRY.items() if e.source.startswith("--plugin")]:
-            del registry._REGISTRY[name]
-        for module in [m for m in sys.modules if m.startswith("fewshot_ad_plugin_")]:
-            del sys.modules[module]
+        forget_plugins()
     _assert_same(on_ray, local)
     assert set(_results(on_ray)["status"]) == {"ok"}

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -62,16 +61,21 @@ register("colour_nn", config=ColourConfig, presets={"paper": ColourConfig(), "of
 '''
 
 
+def forget_plugins() -> None:
+    """Remove what --plugin files registered and imported in this process (tests only)."""
+    for name in [n for n, e in registry._REGISTRY.items() if e.source.startswith("--plugin")]:
+        del registry._REGISTRY[name]
+    for module in [m for m in sys.modules if m.startswith("fewshot_ad_plugin_")]:
+        del sys.modules[module]
+
+
 @pytest.fixture
 def plugin(tmp_path):
     """A plugin file; what it registered is removed from this process's registry afterwards."""
     path = tmp_path / "colour_plugin.py"
     path.write_text(PLUGIN)
     yield path
-    for name in [n for n, e in registry._REGISTRY.items() if e.source.startswith("--plugin")]:
-        del registry._REGISTRY[name]
-    for module in [m for m in sys.modules if m.startswith("fewshot_ad_plugin_")]:
-        del sys.modules[module]
+    forget_plugins()
 
 
 def _run(tiny_loco, out, plugin, *extra):
