@@ -190,9 +190,13 @@ class FeatureExtractor(nn.Module):
 
 def load_backbone(name: str, weights: Path | None = None, pretrained: bool = True,
                   levels: tuple[int, ...] = (1, 2, 3)) -> FeatureExtractor:
-    """A frozen extractor for `name`; weights by the search order, or random when `pretrained=False`."""
+    """A frozen extractor for `name`; weights by the search order, or random when `pretrained=False`.
+    Building it neither depends on nor advances torch's global RNG: a method that loads a backbone first
+    in a run draws the same numbers as one that finds it already loaded."""
     spec = get_spec(name)
-    model = timm.create_model(spec.architecture, pretrained=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # timm's random initialisation, before the weights (or as the random weights)
+        model = timm.create_model(spec.architecture, pretrained=False)
     if pretrained:
         _load_weights(spec, model, resolve_weights(name, weights))
     model.prune_intermediate_layers(list(levels), prune_head=True)

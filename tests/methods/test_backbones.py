@@ -150,3 +150,16 @@ def test_lookup_only_serves_cached_images_and_counts_the_rest_as_uncached_views(
         again = cache.get("lite0", torch.cat([images, images.flip(-1)]), (2, 3))  # 2 cached, 2 views
     assert torch.equal(again[0][:2], first[0]) and len(cache.store) == 4  # 2 images x 2 levels, views not kept
     assert cache.dataset_passes == {"lite0": 2} and cache.view_passes == {"lite0": 2} and cache.store.keeping
+
+
+def test_building_a_backbone_leaves_the_global_rng_alone():
+    """A method that loads a backbone first in a run must draw the same random numbers as one that finds it
+    loaded (RegAD's initialisation once depended on which methods ran before it)."""
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    first = load_backbone("lite0", pretrained=False)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(99)  # another caller state: the random weights do not follow it
+    second = load_backbone("lite0", pretrained=False)
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
