@@ -110,10 +110,12 @@ class WeightFile:
 @dataclass(frozen=True)
 class Requirements:
     """What a config needs up front: its weight files, and where its auxiliary categories come from (methods
-    trained off the target, such as RegAD: `procedural`, `dataset` or a folder; None: it needs none)."""
+    trained off the target, such as RegAD: `procedural`, `dataset` or a folder; None: it needs none); or why it
+    cannot run here at all (`unavailable`: a missing optional package, a model no few-shot cell can fit)."""
 
     weights: tuple[WeightFile, ...] = ()
     auxiliary_source: str | None = None
+    unavailable: str | None = None  # why this config cannot run here at all (the pre-flight skips it, saying so)
 
 
 def backbone_requirements(config: Any) -> Requirements:

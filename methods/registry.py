@@ -121,10 +121,22 @@ def get_entry(name: str) -> MethodEntry:
     return _REGISTRY[name]
 
 
+def split_name(spec: str) -> tuple[str, str]:
+    """The method name of a spec and the rest (its options). A name may be a family member, `family:member`
+    (e.g. `anomalib:Patchcore`, options after a second colon) when one is registered under that name."""
+    name, _, rest = spec.partition(":")
+    member, colon, options = rest.partition(":")
+    if member and "=" not in member and "," not in member:
+        load_builtins()
+        if f"{name}:{member}" in _REGISTRY:
+            return f"{name.strip()}:{member.strip()}", options
+    return name, rest
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     """Split `name:key=value,key=value` into the name and raw string overrides; a first item without `=` is kept
-    under the key "" (a method's positional option, e.g. `vand:DIR`)."""
-    name, _, rest = spec.partition(":")
+    under the key "" (a method's positional option, e.g. `vand:DIR`). `name` may be `family:member`."""
+    name, rest = split_name(spec)
     overrides: dict[str, str] = {}
     for index, pair in enumerate(filter(None, rest.split(","))):
         key, sep, value = pair.partition("=")

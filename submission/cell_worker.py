@@ -20,6 +20,7 @@ from rich.markup import escape
 from methods.base import AuxiliaryCategory, FittedMember, FusingMethod, LabelledAnomalies, Method, Prediction
 from methods.cell import CellSetting, fit_method, in_fitting_order
 from methods.features import FeatureCache
+from methods.weight_files import WeightsMissing
 from runfolder.schema import relative_image_path, variant_dirname
 from submission.anomaly_shots import hold_out, kept_indices, labelled_anomalies, truth_subset
 from submission.cell_metrics import GroundTruth, image_metrics, load_ground_truth, maps_at_mask_resolution, pixel_metrics
@@ -254,6 +255,13 @@ class CellWorker:
             check_prediction(prediction, len(data.test_images))
         except HarnessError:
             raise
+        except WeightsMissing as error:  # known only once fitting (a kit model's weights_url): skipped, not failed
+            messages.append(f"[yellow]skipped {escape(variant.spec)} on {escape(setting.category)}:[/yellow] "
+                            f"{escape(str(error))}")
+            if score:
+                outcomes.append(VariantOutcome({**row, "status": "skipped",
+                                                "method_info": json.dumps({**info, "missing": [str(error)]})}))
+            return None
         except Exception as error:  # a broken method fails its cell; the run goes on with the others
             messages.append(f"[red]{escape(variant.spec)} failed on {escape(setting.category)} k={row['k']} "
                             f"seed={setting.seed}:[/red] {escape(repr(error))}")

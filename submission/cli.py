@@ -200,9 +200,15 @@ def command_methods(args: argparse.Namespace, console: Console) -> int:
     load_plugins(tuple(args.plugin))
     for entry in list_methods():
         def weights(config: object) -> str:
-            return ", ".join(need.name for need in entry.requirements(config).weights) or "no weights"
+            needs = entry.requirements(config)
+            if needs.unavailable:
+                return f"cannot run here: {needs.unavailable}"
+            return ", ".join(need.name for need in needs.weights) or "no weights"
 
         needs = "; ".join(f"{preset}: {weights(cfg)}" for preset, cfg in entry.presets.items())
+        if len(reasons := {entry.requirements(cfg).unavailable for cfg in entry.presets.values()}) == 1 and \
+                (reason := reasons.pop()):
+            needs = f"none: cannot run here: {reason}"  # one reason for every preset, said once
         flags = [flag for flag, on in (("trains", entry.trains), ("auxiliary categories", entry.uses_auxiliary),
                                        ("fitted members", entry.needs_fitted),
                                        ("labelled anomalies", entry.uses_anomalies),

@@ -9,12 +9,15 @@ name})`, `eval()` again, and test batches under `torch.no_grad()`, read from `ou
 `output.anomaly_map` when the model returns maps: pixel metrics then apply). The kit feeds 256 px images; a run
 at another `--image-size` is resized to `input_size` (bilinear, antialiased) first, and maps come back at the
 run's size. Kit models import anomalib (`from anomalib.data import ImageBatch`): when it is missing, building the
-variant says what to install, in one line. A `weights_url` that names a download is refused: runs are offline,
-so weights must already be where `model.py` loads them from, and `weights_url` must return None.
+variant says what to install, in one line. A `weights_url(category)` is looked up where the kit's evaluator
+keeps its downloads (the system temporary folder, under the URL's last path part) and loaded as it does
+(`load_state_dict(torch.load(file, map_location=device))`); runs are offline, so a file that is not there skips the
+category's rows with the URL and the command that puts it there.
 """
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from methods.base import FitContext, Prediction, Requirements
 from methods.options import PositiveInt
 from methods.plugins import import_file, source_digest
 from methods.registry import register
+from methods.weight_files import WeightsMissing
 
 ANOMALIB_HINT = "pip install 'fewshot-ad-harness[anomalib]' (or pip install -e '.[anomalib]')"
 
@@ -56,6 +60,16 @@ def load_kit_module(folder: Path) -> Any:
     return module
 
 
+def downloaded_weights(url: str, folder: Path, category: str) -> Path:
+    """Where the kit's evaluator keeps the download of `url` (temporary folder / the URL's last part), or
+    `WeightsMissing` with the URL and the command that puts the file there (runs never download)."""
+    path = Path(tempfile.gettempdir()) / url.split("/")[-1]
+    if not path.is_file():
+        raise WeightsMissing(f"vand:{folder}: weights_url({category!r}) is {url}, not downloaded to {path}; "
+                             f"runs are offline: curl -L -o {path} {url}")
+    return path
+
+
 class KitModel:
     """A kit submission's `Model` behind the harness's method protocol."""
 
@@ -76,8 +90,8 @@ class KitModel:
         model.eval()
         url = model.weights_url(category) if hasattr(model, "weights_url") else None
         if url is not None:
-            raise RuntimeError(f"vand:{self.folder}: weights_url({category!r}) asks to download {url}; runs are "
-                               "offline: put the file where model.py loads it from and let weights_url return None")
+            model.load_state_dict(torch.load(downloaded_weights(url, self.folder, category),
+                                             map_location=context.device))
         self.model = model.to(context.device)
         self.model.setup({"few_shot_samples": self._input(support), "dataset_category": category})
         self.model.eval()

@@ -57,6 +57,8 @@ def preflight(specs: tuple[str, ...], preset: str, weights: dict[str, Path], pre
     for variant in variants:
         _find_weights(variant, weights, pretrained)
         variant.missing = [_with_fetch_hint(message, variant.spec, preset) for message in variant.missing]
+        if reason := variant.requirements.unavailable:
+            variant.missing.insert(0, f"cannot run here: {reason}")
     for variant in variants:
         if variant.entry.needs_fitted:
             _check_members(variant, variants)

@@ -136,3 +136,24 @@ def test_backbone_options_are_the_known_backbones():
         for name in ("backbone", "teacher"):
             if name in hints:
                 assert hints[name] in (BackboneName, BackboneName | None), (entry.name, name)
+
+
+def test_a_family_member_name_takes_its_options_after_a_second_colon(monkeypatch):
+    """`anomalib:Patchcore:k=v`: a registered `family:member` name wins over `name:positional`."""
+    from dataclasses import dataclass
+
+    from methods import registry
+
+    @dataclass(frozen=True)
+    class Config:
+        size: int = 1
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register("fam:member", config=Config, presets={"paper": Config(), "offline": Config()},
+                      summary="a family member")(lambda config: None)
+    assert parse_spec("fam:member:size=3") == ("fam:member", {"size": "3"})
+    assert parse_spec("fam:member") == ("fam:member", {})
+    assert build_config("fam:member:size=3", "offline")[1] == Config(3)
+    assert parse_spec("vand:some/dir") == ("vand", {"": "some/dir"})  # not registered as a member: positional
+    with pytest.raises(MethodSpecError, match="unknown key 'width'"):
+        build_config("fam:member:width=2", "offline")

@@ -70,14 +70,26 @@ def test_a_kit_folder_runs_fuses_and_matches_the_kit_evaluation(tiny_loco, tmp_p
     assert all(abs(harness[key] - official[key]) < 5e-3 for key in harness), (harness, official)
 
 
-def test_a_kit_weights_url_to_download_fails_its_rows_with_the_url(tiny_loco, tmp_path):
-    kit = _kit(tmp_path, weights_url="https://example.org/weights.pth")
-    out = tmp_path / "run"
-    assert main(["run", "--data", str(tiny_loco), "--categories", "pill_tray", "--shots", "1", "--seeds", "0",
-                 "--preset", "offline", "--image-size", "64", "--metrics", "image", "--out", str(out),
-                 "--methods", f"vand:{kit}"]) == 0
-    row = pd.read_csv(RunPaths(out).results, dtype=str, keep_default_na=False).iloc[0]
-    assert row["status"] == "failed" and "https://example.org/weights.pth" in row["method_info"]
+def test_a_kit_weights_url_is_loaded_from_the_kits_download_place_else_skipped_with_the_url(
+        tiny_loco, tmp_path, monkeypatch):
+    """The kit's evaluator downloads `weights_url` to the temporary folder under the URL's last part and loads it
+    there; the harness never downloads: absent, the rows are skipped with the URL; present, it is loaded."""
+    import torch
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    kit = _kit(tmp_path, weights_url="https://example.org/kit_weights.pth")
+    command = ["run", "--data", str(tiny_loco), "--categories", "pill_tray", "--shots", "1", "--seeds", "0",
+               "--preset", "offline", "--image-size", "64", "--metrics", "image", "--methods", f"vand:{kit}"]
+    assert main([*command, "--out", str(tmp_path / "absent")]) == 0
+    row = pd.read_csv(RunPaths(tmp_path / "absent").results, dtype=str, keep_default_na=False).iloc[0]
+    assert row["status"] == "skipped"
+    assert "https://example.org/kit_weights.pth" in row["method_info"]
+    assert f"curl -L -o {tmp_path / 'tmp' / 'kit_weights.pth'}" in row["method_info"]
+    torch.save({"memory": torch.full((1, 3), 7.0)}, tmp_path / "tmp" / "kit_weights.pth")
+    assert main([*command, "--out", str(tmp_path / "present")]) == 0
+    row = pd.read_csv(RunPaths(tmp_path / "present").results, dtype=str, keep_default_na=False).iloc[0]
+    assert row["status"] == "ok"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("anomalib") is not None, reason="anomalib is installed here")

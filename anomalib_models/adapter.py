@@ -1,0 +1,95 @@
+"""One anomalib image model behind the harness's method protocol: built with the preset's backbone and layers,
+fitted on the support batch by its own `training_step` + `fit()`, scored by its torch model in eval mode."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+from methods.base import FitContext, Prediction
+
+
+def copy_backbone_weights(extractor: Any, model: torch.nn.Module, layers: list[str]) -> int:
+    """Copy the harness's loaded backbone (`FitContext.features.extractor(name).model`, a timm network) into
+    anomalib's `TimmFeatureExtractor` of the same architecture; returns the tensors copied. Every tensor on the way
+    to the deepest layer used must come from the harness's network (a missing one is an error, never a random
+    layer); later stages, which the harness does not load and anomalib computes but does not return, keep their
+    initial values."""
+    target = model.feature_extractor.feature_extractor
+    source = extractor.model.state_dict()
+    order = {name: index for index, (name, _) in enumerate(target.named_modules())}
+    last = max(order[layer] for layer in layers)
+    deepest = max(layers, key=order.__getitem__)
+
+    def after_the_layers(key: str) -> bool:
+        module = key.rsplit(".", 1)[0]
+        return order.get(module, -1) > last and not module.startswith(deepest + ".")
+
+    missing = [key for key in target.state_dict() if key not in source and not after_the_layers(key)]
+    if missing:
+        raise ValueError(f"the harness's backbone lacks {len(missing)} of the tensors anomalib's layers need (e.g. "
+                         f"{missing[0]}); choose layers the harness loads (its levels 1-3)")
+    present = {key: value for key, value in source.items() if key in target.state_dict()}
+    target.load_state_dict(present, strict=False)
+    return len(present)
+
+
+class AnomalibMethod:
+    """anomalib's `<model>` (its Lightning module, without engine, pre/post-processor, evaluator or visualiser)."""
+
+    def __init__(self, model: str, config: Any) -> None:
+        self.model_name = model
+        self.name = f"anomalib:{model}"
+        self.config = config
+        self.module: Any = None
+        self.transform: Compose | None = None
+        self.copied = 0
+
+    def _build(self, context: FitContext) -> Any:
+        import anomalib.models
+
+        options = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)
+                   if f.name not in ("backbone", "input_size")}
+        extractor = context.features.extractor(self.config.backbone)
+        options["layers"] = list(options["layers"])
+        module = getattr(anomalib.models, self.model_name)(
+            backbone=extractor.spec.architecture, pre_trained=False, pre_processor=False, post_processor=False,
+            evaluator=False, visualizer=False, **options)
+        self.copied = copy_backbone_weights(extractor, module.model, options["layers"])
+        size = self.config.input_size
+        self.transform = Compose([Resize((size, size), antialias=True),
+                                  Normalize(mean=list(extractor.spec.mean), std=list(extractor.spec.std))])
+        return module.to(context.device)
+
+    def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
+        from anomalib.data import ImageBatch
+
+        if self.model_name == "Padim" and len(support) < 2:  # its covariance divides by n - 1: NaN scores at k = 1
+            raise ValueError("anomalib's PaDiM estimates a covariance per patch position from the support images: "
+                             "it needs k >= 2")
+
+        seed = int(torch.randint(2**62, (1,), generator=context.generator))
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # its random draws (PaDiM's channels, the
+            torch.manual_seed(seed)  # coreset's first patch) come from the cell's generator only
+            self.module = self._build(context)
+            self.module.model.train()
+            self.module.training_step(ImageBatch(image=self.transform(support.to(context.device))))
+            self.module.fit()
+        self.module.model.eval()
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> Prediction:
+        output = self.module.model(self.transform(images))
+        maps = output.anomaly_map.float().reshape(len(images), 1, *output.anomaly_map.shape[-2:])
+        if maps.shape[-2:] != images.shape[-2:]:
+            maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return Prediction(scores=output.pred_score.float().reshape(-1), maps=maps[:, 0])
+
+    def info(self) -> dict[str, Any]:
+        from importlib.metadata import version
+
+        return {"anomalib": version("anomalib"), "model": self.model_name, "backbone_tensors_copied": self.copied,
+                **dataclasses.asdict(self.config)}
