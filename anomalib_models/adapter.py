@@ -3,7 +3,11 @@ fitted on the support batch by its own `training_step` + `fit()`, scored by its 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import random
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +39,23 @@ def copy_backbone_weights(extractor: Any, model: torch.nn.Module, layers: list[s
     present = {key: value for key, value in source.items() if key in target.state_dict()}
     target.load_state_dict(present, strict=False)
     return len(present)
+
+
+@contextmanager
+def seeded_globals(seed: int) -> Iterator[None]:
+    """torch's, NumPy's and Python's global RNGs seeded with `seed` inside the block, restored after it: anomalib
+    draws from all three (PaDiM's channels and the coreset's first patch from torch, the coreset's random
+    projection from NumPy through scikit-learn), and a cell's randomness must come from its generator only."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 class AnomalibMethod:
@@ -71,9 +92,7 @@ class AnomalibMethod:
             raise ValueError("anomalib's PaDiM estimates a covariance per patch position from the support images: "
                              "it needs k >= 2")
 
-        seed = int(torch.randint(2**62, (1,), generator=context.generator))
-        with torch.random.fork_rng(devices=[]), torch.no_grad():  # its random draws (PaDiM's channels, the
-            torch.manual_seed(seed)  # coreset's first patch) come from the cell's generator only
+        with seeded_globals(int(torch.randint(2**32, (1,), generator=context.generator))), torch.no_grad():
             self.module = self._build(context)
             self.module.model.train()
             self.module.training_step(ImageBatch(image=self.transform(support.to(context.device))))
