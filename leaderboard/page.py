@@ -133,13 +133,15 @@ def status_notes(run: PageRun, runs: int) -> list[Note]:
         errors = [e for e in map(cell_error, rows["method_info"]) if e]
         out.append(Note("bad", f"{where}{method} ({preset}): {len(rows)} failed cell{'s' * (len(rows) > 1)} — "
                                f"{cell_list(rows)}" + (f"; first error: {errors[0]}" if errors else ""),
-                        run.label, str(method)))
+                        run.label, (str(method),)))
     counts = status_counts(results) if not results.empty else pd.DataFrame(columns=["method", "preset", "status"])
-    for row in counts[counts["status"].isin(["skipped", "missing"])].itertuples(index=False):
-        what = "skipped (missing weights or a failed pre-flight check)" if row.status == "skipped" else \
+    absent = counts[counts["status"].isin(["skipped", "missing"])]
+    for (status, preset, cells), rows in absent.groupby(["status", "preset", "cells"], sort=True):
+        what = "skipped (missing weights or a failed pre-flight check)" if status == "skipped" else \
             "missing (no row in results.csv: an interrupted or sharded run)"
-        out.append(Note("warn", f"{where}{row.method} ({row.preset}): {row.cells} cells {what}", run.label,
-                        str(row.method)))
+        methods = tuple(sorted(rows["method"].astype(str)))
+        out.append(Note("warn", f"{where}{', '.join(methods)} ({preset}): {cells} cell{'s' * (cells > 1)} {what}"
+                                f"{' each' if len(methods) > 1 else ''}", run.label, methods))
     board = run.tables.board
     overall = board[(board["category"] == shown_categories(board)[0]) & (board["k"] == "all")] if not board.empty \
         else board
@@ -188,7 +190,7 @@ def board_columns(several_runs: bool) -> list[Column]:
                 for key, label in SHOWN]
     columns += [Column("aufc", "AUFC", title="area under F1-max over k (trapezoid)"),
                 Column("aufc_norm", "nAUFC", title="AUFC / (k_max - k_min)"),
-                Column("missing", "missing cells", title="cells of this row's scope without an ok row")]
+                Column("missing", "missing", title="cells of this row's scope without an ok row")]
     return columns
 
 
@@ -560,7 +562,7 @@ def write_page(run_dirs: Sequence[Path], out: Path | None = None) -> Path:
                     vand_section(runs, figures)),
              COMPARE: ("Comparisons", compare_body(runs, note_items))}
     for run, method in methods:
-        own = [n for n in note_items if (n.run, n.method) == (run.label, method)]
+        own = [n for n in note_items if n.run == run.label and method in n.methods]
         pages[run.method_page(method)] = (f"{method}" + (f" — {run.label}" if len(runs) > 1 else ""),
                                           method_page(run, method, figures, own))
     for name, (heading, body) in pages.items():

@@ -41,13 +41,13 @@ class Row:
 
 @dataclass(frozen=True)
 class Note:
-    """A visible note at the top of a page: `level` is `bad` (failed cells), `warn` or `info`; `run` and `method`
-    name what it is about, when it is about one method of one run (it is shown on that method's page too)."""
+    """A visible note at the top of a page: `level` is `bad` (failed cells), `warn` or `info`; `run` and `methods`
+    name what it is about, when it is about methods of one run (it is shown on their pages too)."""
 
     level: str
     text: str
     run: str = ""
-    method: str = ""
+    methods: tuple[str, ...] = ()
 
 
 def text(value: object) -> Cell:

@@ -93,7 +93,7 @@ def test_not_a_run_folder_is_one_line(tmp_path, capsys):
 
 
 def test_failed_cells_and_incomplete_grids_are_noted(tmp_path, capsys):
-    run = _write_run(tmp_path / "run", skip={("patchcore", "b", 2, 1)})
+    run = _write_run(tmp_path / "run", skip={("patchcore", "b", 2, 1), ("fusion", "a", 1, 0)})
     paths = RunPaths(run)
     failed = pd.DataFrame([{"method": "patchcore", "preset": "offline", "category": "b", "k": 2, "seed": 1,
                             "status": "failed", "method_info": json.dumps({"error": "CUDA out of memory"})}])
@@ -104,7 +104,7 @@ def test_failed_cells_and_incomplete_grids_are_noted(tmp_path, capsys):
     index = (site / "index.html").read_text()
     notes = re.search(r'<ul class="notes" id="notes">(.*?)</ul>', index, re.S).group(1)
     assert "patchcore (offline): 1 failed cell — b k2_s1; first error: CUDA out of memory" in notes
-    assert "incomplete grids" in notes
+    assert "fusion (offline): 1 cell missing (no row in results.csv" in notes and "incomplete grids" in notes
     incomplete = [r for r in table_rows(index) if r["filters"]["category"] in ("b", "overall") and r["filters"]["k"] == "2"
                   and r["method"] == "patchcore"]
     assert incomplete and all(float(r["missing"]) == 1 for r in incomplete)
