@@ -1,5 +1,5 @@
 """Command line of the leaderboard package: `python -m leaderboard show|report RUN_DIR`, `compare RUN_A RUN_B`,
-`paired RUN --a X --b Y [--preset P] [--run-b RUN_B] [--k K ...] [--metric M ...]`."""
+`paired RUN --a X --b Y [--preset P] [--run-b RUN_B] [--k K ...] [--metric M ...]`, `page RUN [RUN ...] [--out DIR]`."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ from leaderboard.aggregate import read_results
 from leaderboard.compare import anomaly_shots_note, compare, compare_paired, print_comparison
 from leaderboard.paired import PAIRED_METRICS, paired, print_paired
 from leaderboard.merge import merge
+from leaderboard.page import write_page
 from leaderboard.show import show, write_report
 
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     merging = commands.add_parser("merge", help="merge shard run folders into one")
     merging.add_argument("out", type=Path)
     merging.add_argument("runs", type=Path, nargs="+")
+    site = commands.add_parser("page", help="write a static site (board, VAND curve, method and comparison pages) "
+                               "that opens from file:// offline")
+    site.add_argument("runs", type=Path, nargs="+", help="run folders (two or more: compared with the first)")
+    site.add_argument("--out", type=Path, help="the site's folder (default: FIRST_RUN/page)")
     args = parser.parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=170)
     try:
@@ -44,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             show(args.run_dir, console)
         elif args.command == "report":
             console.print(f"written {write_report(args.run_dir)}")
+        elif args.command == "page":
+            console.print(f"page written: {write_page(args.runs, args.out).resolve()}", highlight=False, soft_wrap=True)
         elif args.command == "merge":
             show(merge(args.out, args.runs), console)
         elif args.command == "paired":

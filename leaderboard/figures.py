@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 import pandas as pd
@@ -82,29 +83,31 @@ def worst_cases(scores: pd.DataFrame) -> dict[str, pd.Series]:
     return out
 
 
-def plot_overlays(run_dir: Path, path: Path) -> Path | None:
+def plot_overlays(run_dir: Path, path: Path, variants: Collection[str] | None = None,
+                  every_category: bool = False) -> Path | None:
     """Grid: per method (rows) its worst false positive and false negative, image with its anomaly map.
 
-    Uses the largest k and first seed of each method; needs a run made with --save-maps. The image is
-    the score CSV's `path` (relative to the dataset root, any format and extension)."""
+    Uses the largest k and first seed of each method (of `variants`, method folder names; default every one),
+    in its first category (every category with `every_category`); needs a run made with --save-maps. The image
+    is the score CSV's `path` (relative to the dataset root, any format and extension)."""
     paths = RunPaths(Path(run_dir))
-    cells = [c for c in paths.map_cells() if c[3]]
+    cells = [c for c in paths.map_cells() if c[3] and (variants is None or c[0] in variants)]
     if not cells:
         return None
     data_root = Path(read_json(paths.config).get("data") or ".")
     panels = []
     for variant in sorted({c[0] for c in cells}):
         _, k, seed, categories = min((c for c in cells if c[0] == variant), key=lambda c: (-c[1], cell_name(c[1], c[2])))
-        category = categories[0]
-        scores_csv = paths.scores(variant, k, seed, category)
-        if not scores_csv.is_file():
-            continue
-        scores = pd.read_csv(scores_csv, dtype={"image": str, "kind": str, "path": str})
-        for title, row in worst_cases(scores).items():
-            map_path = paths.map(variant, k, seed, category, row["image"])
-            if map_path.is_file():
-                panels.append((f"{variant} {cell_name(k, seed)} {category}\n{title}: {row['image']} ({row['score']:.3g})",
-                               test_image(data_root, category, row), map_path))
+        for category in categories if every_category else categories[:1]:
+            scores_csv = paths.scores(variant, k, seed, category)
+            if not scores_csv.is_file():
+                continue
+            scores = pd.read_csv(scores_csv, dtype={"image": str, "kind": str, "path": str})
+            for title, row in worst_cases(scores).items():
+                map_path = paths.map(variant, k, seed, category, row["image"])
+                if map_path.is_file():
+                    panels.append((f"{variant} {cell_name(k, seed)} {category}\n{title}: {row['image']} "
+                                   f"({row['score']:.3g})", test_image(data_root, category, row), map_path))
     if not panels:
         return None
     plt = _pyplot()

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="frozen networks on CUDA: fp32 (default), or auto = autocast bf16 (fp16 without bf16 support)")
     run.add_argument("--out", type=Path, help="the run folder (default: runs/<timestamp>)")
     run.add_argument("--save-maps", action="store_true", help="write float32 TIFF maps in the LOCO evaluator's layout")
+    run.add_argument("--page", action="store_true", help="after the report, write the leaderboard page (a static site: "
+                                                         "python -m leaderboard page) into RUN/page and print where")
     run.add_argument("--metrics", choices=METRICS, default="all",
                      help="all: image and pixel metrics (default); image: image AUROC and F1-max only, the "
                           "pixel columns left empty (faster: the VAND score alone)")
@@ -175,21 +177,24 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     from submission.runner import run  # after the option checks: a bad option imports no method or network
 
     run_dir = run(config, console)
-    return show_leaderboard(run_dir, console)
+    code = show_leaderboard(run_dir, console)
+    return show_leaderboard(run_dir, console, "page") if args.page and code == 0 else code
 
 
-def show_leaderboard(run_dir: Path, console: Console) -> int:
+def show_leaderboard(run_dir: Path, console: Console, command: str = "show") -> int:
     """`python -m leaderboard show RUN_DIR` in a child process: writes leaderboard.csv, report.md and plots,
-    prints the tables. A child, not an import: `submission` and `leaderboard` never import each other
-    (they share only the run-folder schema and the metrics)."""
+    prints the tables (`command` "page": writes RUN_DIR/page/, the static site, and prints where its index.html is).
+    A child, not an import: `submission` and `leaderboard` never import each other (they share only the run-folder
+    schema and the metrics)."""
     import subprocess
 
     console.file.flush()
     sys.stdout.flush()
-    child = subprocess.run([sys.executable, "-m", "leaderboard", "show", str(run_dir)], check=False)
+    child = subprocess.run([sys.executable, "-m", "leaderboard", command, str(run_dir)], check=False)
     if child.returncode != 0:
         console.print(f"[red]error:[/red] the leaderboard of {run_dir} could not be written (exit {child.returncode}); "
-                      f"the run itself is complete: retry with python -m leaderboard show {run_dir}", highlight=False)
+                      f"the run itself is complete: retry with python -m leaderboard {command} {run_dir}",
+                      highlight=False)
     return child.returncode
 
 

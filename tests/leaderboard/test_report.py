@@ -10,11 +10,9 @@ from submission.config import RunConfig
 from submission.runner import run
 
 
-@pytest.fixture(scope="module")
-def run_dir(tiny_loco, tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "run"
-    return run(RunConfig(data=tiny_loco, categories=("pill_tray", "part_slots"), shots=(1, 2), seeds=(42, 0),
-                         methods=("patchcore",), preset="offline", image_size=64, out=out, save_maps=True))
+@pytest.fixture
+def run_dir(tiny_run):
+    return tiny_run  # tests/leaderboard/conftest.py: made once, shared with the page's tests
 
 
 def test_report_figures_exist(run_dir):
