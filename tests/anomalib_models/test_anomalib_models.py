@@ -12,6 +12,7 @@ from submission.cli import main
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("anomalib") is None,
                                 reason="anomalib is not installed (make install brings it)")
 
+FIND_SPEC = importlib.util.find_spec
 ANOMALIB_EQUAL = "anomalib:Patchcore:coreset_sampling_ratio=1.0,num_neighbors=1,input_size=64"  # the harness run: 64 px, every patch, 1 neighbour
 FUSED = "anomalib:Patchcore+patchcore:aggregation=concat"  # anomalib's defaults (10 % coreset, 9 neighbours) too
 
@@ -73,3 +74,15 @@ def test_a_wrong_layer_for_the_backbone_is_one_line_not_random_weights(tiny_loco
                  "--methods", "anomalib:Patchcore:layers=blocks.2+blocks.6"]) == 0
     row = _rows(out).iloc[0]
     assert row["status"] == "failed" and "lacks" in row["method_info"] and "levels 1-3" in row["method_info"]
+
+
+def test_without_anomalib_every_model_is_a_skipped_row_saying_what_to_install(tiny_loco, tmp_path, monkeypatch):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "anomalib" else FIND_SPEC(name, *a))
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(tiny_loco), "--categories", "pill_tray", "--shots", "1", "--seeds", "0",
+                 "--preset", "offline", "--image-size", "64", "--metrics", "image", "--out", str(out),
+                 "--methods", "anomalib:Patchcore", "patchcore"]) == 0
+    rows = _rows(out).set_index("method")
+    assert rows.loc["patchcore", "status"] == "ok" and rows.loc["anomalib:Patchcore", "status"] == "skipped"
+    assert "anomalib is not installed: pip install 'fewshot-ad-harness[anomalib]'" in \
+        rows.loc["anomalib:Patchcore", "method_info"]
