@@ -39,8 +39,8 @@ at k = 8. Not made the default for that reason: the two dev sets disagree at the
 estimate from the supports fixes (measured): at k = 2 the two left-out scores are one pair of images scored both
 ways, nearly equal, so the scale stays too small (z std 2.5 / 3.7 for PatchCore / RegAD on ELPV; measured
 after the choice, 9.1 / 8.9 on juice_bottle); at k = 1 only views of the one support exist; clip_logic's spread
-on unseen normals moves with how alike its supports are (its own term standardisers sit at their relative floor, 0.5 x the held-out mean), which no statistic of those supports
-sees; at k = 8 the k-1-support refits spread more than the k-support model (RegAD z std 0.5 on the dev split).
+on unseen normals moves with how alike its supports are (its own term standardisers sit at their relative floor,
+0.5 x the held-out mean), which no statistic of those supports sees; at k = 8 the k-1-support refits spread more than the k-support model (RegAD z std 0.5 on the dev split).
 
 Chosen on the procedural dev split (k = 1, 2, 4, 8), never on a reported split: the members (see BENCHMARKS.md,
 section "Fusion members on the dev split: every member vs the leave-one-out ones"); `weighting=equal` and
