@@ -1,5 +1,6 @@
 """The one z-standardiser: mean and standard deviation (ddof 0, as numpy's default and PUAD's) of values on
-normal data, applied as (x - mean) / scale.
+normal data, applied as (x - mean) / scale (fusion's held-out scale: ddof 1, the sample standard deviation of a
+few held-out values).
 
 Used by fusion (each member's held-out scores and maps), clip_logic (its three terms on held-out normals) and
 GCAD (teacher features per channel, and each branch's map on augmented support views).
@@ -22,11 +23,13 @@ class Standardiser:
 
     @classmethod
     def fit(cls, values: torch.Tensor, dim: int | tuple[int, ...] | None = None,
-            relative_floor: float = 0.0) -> "Standardiser":
-        """Statistics of `values` over `dim` (None: all values), in the values' dtype."""
+            relative_floor: float = 0.0, ddof: int = 0) -> "Standardiser":
+        """Statistics of `values` over `dim` (None: all values), in the values' dtype; `ddof` 1: the sample
+        standard deviation (ddof 0 where there is a single value)."""
         dims = tuple(range(values.dim())) if dim is None else dim
         mean = values.mean(dim=dims, keepdim=True)
-        std = values.std(dim=dims, correction=0, keepdim=True)
+        count = values.numel() // mean.numel()
+        std = values.std(dim=dims, correction=ddof if count > ddof else 0, keepdim=True)
         scale = torch.maximum(std, relative_floor * mean.abs())
         constant = scale <= 1e-8 * mean.abs().clamp_min(1.0)
         return cls(mean, torch.where(constant, torch.ones_like(scale), scale))

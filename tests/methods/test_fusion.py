@@ -66,15 +66,17 @@ def test_leave_one_out_statistics_of_a_training_free_member(loo_views):
     support = torch.rand(3, 3, 64, 64)
     setting = _setting()
     member = fit_method(build_variant("patchcore"), support, setting)
-    fusion = fit_method(build_variant(f"fusion:loo_views={loo_views},loo_views_max_k=3"), support, setting,
-                        {"patchcore": member}).method
+    spec = f"fusion:scale=held_out,loo_views={loo_views},loo_views_max_k=3"
+    fusion = fit_method(build_variant(spec), support, setting, {"patchcore": member}).method
     held_out_scores = []
     for held_out in range(3):
         fresh = fit_method(build_variant("patchcore"), torch.cat([support[:held_out], support[held_out + 1:]]), setting)
         held_out_scores.append(float(fresh.method.predict(support[held_out:held_out + 1]).scores))
     assert fusion.holdout_used["patchcore"] == "leave-one-out"
-    if loo_views == 0:  # exactly the mean of the k held-out images' scores
+    if loo_views == 0:  # exactly the mean and the sample std (ddof 1) of the k held-out images' scores
         assert fusion.score_stats["patchcore"].mean == pytest.approx(sum(held_out_scores) / 3, rel=1e-5)
+        expected = torch.tensor(held_out_scores, dtype=torch.float64).std(correction=1)
+        assert float(fusion.score_stats["patchcore"].scale) == pytest.approx(float(expected), rel=1e-4)
     else:  # the views move the statistics away from the k scores alone
         assert fusion.score_stats["patchcore"].mean != pytest.approx(sum(held_out_scores) / 3, rel=1e-5)
     prediction = fusion.predict(support[:2])
@@ -213,7 +215,7 @@ def test_geomean_scale_by_hand():
     from methods.augment import augmented_views
     from methods.fusion import HOLDOUT_VIEWS
     support = torch.rand(1, 3, 32, 32)
-    fusion = Fusion(FusionConfig())
+    fusion = Fusion(FusionConfig())  # default: the geometric-mean scale
     fusion.fit(support, category="toy", context=_context({"patchcore": Spy()}))
     fitted = fusion.score_stats["patchcore"]
     # by hand: the cell's stream gives the pseudo seed, then the held-out views (k = 1); the scale's views come
@@ -227,3 +229,28 @@ def test_geomean_scale_by_hand():
     assert float(fitted.scale) == pytest.approx(float(expected), rel=1e-6)
     assert float(fitted.scale) != pytest.approx(float(held_out.std(correction=0)), rel=1e-3)
     assert float(fitted.mean) == pytest.approx(float(held_out.mean()), rel=1e-9)
+
+
+def test_held_out_scale_by_hand_never_reads_views_of_a_support_the_member_saw():
+    from methods.augment import augmented_views
+    from methods.fusion import HOLDOUT_VIEWS
+    support = torch.rand(1, 3, 32, 32)
+    fusion = Fusion(FusionConfig(scale="held_out"))  # scale = sample std (ddof 1) of the held-out normals
+    spy = Spy()
+    fusion.fit(support, category="toy", context=_context({"patchcore": spy}))
+    fitted = fusion.score_stats["patchcore"]
+    cell = torch.Generator().manual_seed(0)
+    int(torch.randint(2**62, (1,), generator=cell))  # the pseudo seed's draw
+    held_out = augmented_views(support, 4, HOLDOUT_VIEWS, cell).mean(dim=(1, 2, 3)).double()  # k = 1: views
+    assert float(fitted.scale) == pytest.approx(float(held_out.std(correction=1)), rel=1e-6)
+    assert float(fitted.mean) == pytest.approx(float(held_out.mean()), rel=1e-9)
+    assert len(spy.seen) == 4  # the held-out views only: no second set of views scored for the scale
+
+
+def test_standardiser_sample_std():
+    from methods.standardise import Standardiser
+    values = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    assert float(Standardiser.fit(values, ddof=1).scale) == pytest.approx(2 ** 0.5)
+    assert float(Standardiser.fit(values).scale) == pytest.approx(1.0)  # ddof 0: |a - b| / 2
+    single = Standardiser.fit(torch.tensor([5.0]), ddof=1)  # one value: no spread, shifted only
+    assert float(single.scale) == 1.0 and float(single.mean) == 5.0
