@@ -41,6 +41,11 @@ def copy_backbone_weights(extractor: Any, model: torch.nn.Module, layers: list[s
     return len(present)
 
 
+def quiet_progress(iterable: Any, **_: Any) -> Any:
+    """anomalib's tqdm bars, silenced: the harness shows its own progress."""
+    return iterable
+
+
 @contextmanager
 def seeded_globals(seed: int) -> Iterator[None]:
     """torch's, NumPy's and Python's global RNGs seeded with `seed` inside the block, restored after it: anomalib
@@ -71,6 +76,9 @@ class AnomalibMethod:
 
     def _build(self, context: FitContext) -> Any:
         import anomalib.models
+        from anomalib.models.components.sampling import k_center_greedy
+
+        k_center_greedy.tqdm = quiet_progress  # its coreset loop draws a bar per cell over the harness's own
 
         options = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)
                    if f.name not in ("backbone", "input_size")}

@@ -1,4 +1,4 @@
-"""Fusion calibration diagnosis (issue 26): what each member's held-out statistics say against its spread on the
+"""Fusion calibration diagnosis: what each member's held-out statistics say against its spread on the
 normal test images, and how fusion would rank with other scale estimates. A diagnosis tool, never a fit.
 
     python -m bench.fusion_calibration record -- <submission run arguments>   # a run whose fusion rows also carry
@@ -96,7 +96,7 @@ def candidate_scales(entry: dict, k: int) -> dict[str, float]:
         out["loo_ddof1"] = _std(loo, 1)
         out["loo+loo_views"] = _std(loo + loo_views)
         out["loo+loo_views_ddof1"] = _std(loo + loo_views, 1)
-        out["geomean(loo, views_full)"] = (out["loo"] * out["views_full"]) ** 0.5  # the rule before issue 26
+        out["geomean(loo, views_full)"] = (out["loo"] * out["views_full"]) ** 0.5  # the default rule
     return out
 
 

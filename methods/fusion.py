@@ -16,7 +16,7 @@ pseudo-anomalies made on them, scaled to sum to the member count). `combine` reu
   views for all. Views: `views` per support, brightness/contrast `view_jitter`, rotation up to `view_degrees`,
   never a flip.
 - mean = the held-out mean; scale (`scale=geomean`, the default) = sqrt(std(held-out) x std(views)), the views
-  being `views` per support scored by the member fitted in the cell; `scale=held_out` (issue 26) = the held-out
+  being `views` per support scored by the member fitted in the cell; `scale=held_out` = the held-out
   normals' sample standard deviation (ddof 1), views of supports the member saw never used; with it use
   `loo_views_max_k=none` (views of each left-out image, scored by the refit that did not see it, join the
   held-out normals at every k): `fusion:scale=held_out,loo_views_max_k=none`.
@@ -27,7 +27,7 @@ Departures, each with its reason:
 - The geometric-mean scale (ours): leave-one-out spreads rest on k points, views' spreads are too small.
 - `scale=held_out`: ddof 1 (PUAD: ddof 0), the scale resting on a few values (ddof 0 of two is |a - b| / 2).
 
-Issue 26 (calibrated z-scores; BENCHMARKS.md, section "Fusion calibration: the fix"). Diagnosis: a view of a support
+Calibrated z-scores (BENCHMARKS.md, section "Fusion calibration: the fix"). Diagnosis: a view of a support
 scored by the member fitted on that support is not an unseen normal. On ELPV its score sits near the member's floor
 (PatchCore 3.5 against 26 on the normal test images at k = 2; RegAD 43 against 364) and its spread is erratic
 (PatchCore 0.8 to 11.7 between seeds against a test spread near 4.2), so the geometric mean divides some members by
@@ -46,7 +46,7 @@ k-support model (RegAD z std 0.5 on the dev split).
 Chosen on the procedural dev split (k = 1, 2, 4, 8), never on a reported split: the members (see BENCHMARKS.md,
 section "Fusion members on the dev split: every member vs the leave-one-out ones"); `weighting=equal` and
 `loo_views_max_k=0` (section "Fusion design on the dev split"); the scale (section "Fusion scale on the dev split",
-kept after issue 26's comparison on ELPV and the dev split, section "Fusion calibration: the fix"); `views=4`,
+kept after the calibration comparison on ELPV and the dev split, section "Fusion calibration: the fix"); `views=4`,
 `view_degrees=0`, `view_jitter=0.1` (section "Fusion views on the dev split"); the weighted sum (section "Fusion
 combiners and weights on the dev split (today's views, 6 seeds)").
 """
@@ -96,7 +96,7 @@ class FusionConfig:
     loo_views: NonNegativeInt = 4
     loo_views_max_k: NonNegativeInt | None = 0  # 0 chosen on the procedural dev split (geomean scale)
     # geomean: sqrt(held-out std x std of the supports' views scored by the member fitted on them) (default: see the
-    # module docstring); held_out: the held-out normals' sample std (ddof 1), issue 26's estimate
+    # module docstring); held_out: the held-out normals' sample std (ddof 1)
     scale: Scale = "geomean"
     fuse_maps: bool = True
 
