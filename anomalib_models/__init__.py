@@ -13,6 +13,12 @@ through the `weights` machinery, `weights fetch` gets them); `offline` swaps in 
 EfficientNet-Lite0 (timm's `tf_efficientnet_lite0`) at the stride-8 and stride-16 stages (Padim: also the stride-4
 one), so the model runs with no download. The backbone's weights are the harness's own load of that file, copied
 into anomalib's feature extractor, and its normalisation is the backbone's (Lite0: mean = std = 0.5).
+
+Departures from anomalib's own run, each with its reason: no Lightning engine, pre-processor or post-processor
+(the harness feeds the support batch and reads raw scores; its metrics need no normalisation); at
+`coreset_sampling_ratio=1.0` PatchCore's coreset pass is skipped, the memory bank being every patch as anomalib's
+pass returns it, in another order (its k-center greedy loop takes memory growing with the square of the patch
+count on this CPU, 10 GB at 4096 patches); PaDiM refuses k = 1 (one image gives no covariance: NaN scores).
 """
 from __future__ import annotations
 

@@ -41,6 +41,14 @@ def copy_backbone_weights(extractor: Any, model: torch.nn.Module, layers: list[s
     return len(present)
 
 
+def keep_every_patch(model: Any) -> None:
+    """PatchCore's memory bank at coreset ratio 1: every collected patch. anomalib's `subsample_embedding` would
+    return the same patches in another order (which no nearest-neighbour search sees) after a k-center greedy pass
+    whose memory grows with the square of the patch count here (10 GB at 4096 patches on CPU, torch 2.14)."""
+    model.memory_bank = torch.vstack(model.embedding_store)
+    model.embedding_store.clear()
+
+
 def quiet_progress(iterable: Any, **_: Any) -> Any:
     """anomalib's tqdm bars, silenced: the harness shows its own progress."""
     return iterable
@@ -104,7 +112,10 @@ class AnomalibMethod:
             self.module = self._build(context)
             self.module.model.train()
             self.module.training_step(ImageBatch(image=self.transform(support.to(context.device))))
-            self.module.fit()
+            if getattr(self.config, "coreset_sampling_ratio", None) == 1.0:
+                keep_every_patch(self.module.model)
+            else:
+                self.module.fit()
         self.module.model.eval()
 
     @torch.no_grad()
