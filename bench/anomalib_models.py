@@ -38,7 +38,7 @@ def table(run: Path) -> list[str]:
     """Markdown rows: one per method and k, over the overall category (or the only one)."""
     board = pd.read_csv(run / "leaderboard.csv")
     category = "overall" if "overall" in set(board["category"]) else board["category"].iloc[0]
-    board = board[board["category"] == category]
+    board = board[(board["category"] == category) & (board["k"].astype(str) != "all")]
     rows = ["| method | k | image AUROC | 95 % CI | F1-max | 95 % CI | fit s | predict s |", "|---|---|---|---|---|---|---|---|"]
     for method in METHODS:
         for _, r in board[board["method"] == method].sort_values("k").iterrows():
@@ -47,12 +47,17 @@ def table(run: Path) -> list[str]:
                         f"[{r['image_auroc_ci_low']:.3f}, {r['image_auroc_ci_high']:.3f}] | {r['f1_max']:.3f}"
                         f"{std('f1_max_std')} | [{r['f1_max_ci_low']:.3f}, {r['f1_max_ci_high']:.3f}] | "
                         f"{r['fit_s']:.2f} | {r['predict_s']:.2f} |")
-    failed = pd.read_csv(run / "results.csv")
-    failed = failed[failed["status"] != "ok"]
+    results = pd.read_csv(run / "results.csv").drop_duplicates(["method", "category", "k", "seed"], keep="last")
+    failed = results[results["status"] != "ok"]
     if len(failed):
         rows.append("")
         rows.append("Not ok: " + "; ".join(f"{m} k = {k}: {n} cells {s}" for (m, k, s), n in
                                          failed.groupby(["method", "k", "status"]).size().items()) + ".")
+    cells = results[results["status"] == "ok"].set_index(["category", "k", "seed", "method"])["image_auroc"].unstack()
+    door, ours = METHODS[3], METHODS[4]
+    both = cells[[door, ours]].dropna()
+    rows += ["", f"Per cell, `{door}` vs `{ours}`: {len(both)} cells, largest |image AUROC difference| "
+                 f"{(both[door] - both[ours]).abs().max():.1e}."]
     return rows
 
 
