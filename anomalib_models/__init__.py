@@ -17,8 +17,8 @@ into anomalib's feature extractor, and its normalisation is the backbone's (Lite
 Departures from anomalib's own run, each with its reason: no Lightning engine, pre-processor or post-processor
 (the harness feeds the support batch and reads raw scores; its metrics need no normalisation); at
 `coreset_sampling_ratio=1.0` PatchCore's coreset pass is skipped, the memory bank being every patch as anomalib's
-pass returns it, in another order (its k-center greedy loop takes memory growing with the square of the patch
-count on this CPU, 10 GB at 4096 patches); PaDiM refuses k = 1 (one image gives no covariance: NaN scores).
+pass returns it, in another order (in the harness's environment its k-center greedy loop took memory growing with
+the square of the patch count, 10.7 GB at 4096 patches; 2.7 GB in a bare anomalib venv, cause not found); PaDiM refuses k = 1 (one image gives no covariance: NaN scores).
 """
 from __future__ import annotations
 
