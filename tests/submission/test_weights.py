@@ -97,7 +97,7 @@ def test_report_lists_every_needed_weight_for_both_presets(caches, capsys):
 
     rows = {row.name: row for row in weights_report(preset="paper")}
     assert set(rows) == _needed("paper")
-    assert rows["resnet18"].found == placed and rows["resnet18"].needed_by == ("gcad", "regad")
+    assert rows["resnet18"].found == placed and rows["resnet18"].needed_by == ("gcad", "regad", "anomalib:Padim")
     assert rows["wide_resnet50_2"].found is None and rows["ViT-B-16-plus-240"].found is None
     assert rows["efficientnet_b6"].found is None and rows["efficientnet_b6"].needed_by == ("bgad",)
     assert any(str(caches / "torch") in place for place in rows["wide_resnet50_2"].search.searched)
