@@ -42,6 +42,7 @@ PARTS = {
     ("methods.cell", "fit_method"): "fit (rest: training, statistics)",
     ("submission.cell_worker", "predict_all"): "predict (rest: scoring, maps)",
 }
+FUSION_MEMBERS = "clip_logic,patchcore,regad"  # fusion's default members: its child fits and scores them too
 ORDER = ("decode", "backbone", "augmentation", "nn search", "fit (rest: training, statistics)",
          "predict (rest: scoring, maps)", "image metrics", "pixel metrics", "harness (rest)")
 
@@ -109,7 +110,8 @@ def child(method: str, preset: str, random_weights: bool, data: Path, category: 
         __import__(module)
     timers = Timers()
     install(timers)
-    config = RunConfig(data=data, format="loco", categories=(category,), shots=(4,), seeds=(42,), methods=(method,),
+    config = RunConfig(data=data, format="loco", categories=(category,), shots=(4,), seeds=(42,),
+                       methods=tuple(method.split(",")),
                        preset=preset, image_size=256, out=out / "run", pretrained=not random_weights,
                        threads=torch.get_num_threads())
     start = time.perf_counter()
@@ -117,7 +119,8 @@ def child(method: str, preset: str, random_weights: bool, data: Path, category: 
     wall = time.perf_counter() - start
     parts = dict(timers.seconds)
     parts["harness (rest)"] = wall - sum(parts.values())
-    (out / "profile.json").write_text(json.dumps({"method": method, "wall": wall, "parts": parts}))
+    label = method if "," not in method else f"{method.split(',')[-1]} (+ {', '.join(method.split(',')[:-1])})"
+    (out / "profile.json").write_text(json.dumps({"method": label, "wall": wall, "parts": parts}))
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace, test_images: int) -> str:
@@ -162,8 +165,9 @@ def main() -> None:
         out = args.work / f"{args.preset}_{method}"
         subprocess.run(["rm", "-rf", str(out)], check=True)
         out.mkdir(parents=True)
+        specs = f"{FUSION_MEMBERS},{method}" if method == "fusion" else method  # fusion needs its members
         command = [sys.executable, "-m", "bench.profile_cell", "--preset", args.preset,
-                   *(["--random-weights"] if args.random_weights else []), "--child", method, str(data),
+                   *(["--random-weights"] if args.random_weights else []), "--child", specs, str(data),
                    "cable_pair", str(out)]
         subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         rows.append(json.loads((out / "profile.json").read_text()))
