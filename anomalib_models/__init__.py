@@ -98,12 +98,12 @@ def _factory(model: str):
     return build
 
 
-register(f"anomalib:Patchcore", config=PatchcoreConfig,
+register("anomalib:Patchcore", config=PatchcoreConfig,
          presets={"paper": PatchcoreConfig(),
                   "offline": PatchcoreConfig(backbone="lite0", layers=LITE0_LEVELS)},
          summary="anomalib's PatchCore fitted on the support images (memory bank, coreset, nearest patches)",
          requires=_requires, cheap_fit=True, in_default_run=False)(_factory("Patchcore"))
-register(f"anomalib:Padim", config=PadimConfig,
+register("anomalib:Padim", config=PadimConfig,
          presets={"paper": PadimConfig(),
                   "offline": PadimConfig(backbone="lite0", layers=("blocks.1", *LITE0_LEVELS))},
          summary="anomalib's PaDiM fitted on the support images (a Gaussian per patch position)",

@@ -219,12 +219,13 @@ class Fusion:
         stream_seed = int(torch.randint(2**62, (1,), generator=context.generator))
         weigh_by_pseudo = self.config.weighting == "pseudo" and not self.config.weights
         pseudo = torch.Generator().manual_seed(stream_seed) if weigh_by_pseudo else None
-        # the scale's views: the same for every member
-        views = self._support_views(support, torch.Generator().manual_seed(stream_seed + 1))
+        # the geometric-mean scale's views: the same for every member (their own stream: no other draw moves)
+        geomean = self.config.scale == "geomean"
+        views = self._support_views(support, torch.Generator().manual_seed(stream_seed + 1)) if geomean else None
         with torch.no_grad():
             for spec, member in chosen.items():
                 self.holdout_used[spec], held, anomalous = self._holdout(member, support, category, context, pseudo)
-                if self.config.scale == "geomean":
+                if geomean:
                     held_out_stats = Standardiser.fit(held.scores.double())
                     view_scores = member.method.predict(views).scores.double()
                     self.score_stats[spec] = geometric_scale(held_out_stats, view_scores)

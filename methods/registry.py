@@ -125,11 +125,11 @@ def split_name(spec: str) -> tuple[str, str]:
     """The method name of a spec and the rest (its options). A name may be a family member, `family:member`
     (e.g. `anomalib:Patchcore`, options after a second colon) when one is registered under that name."""
     name, _, rest = spec.partition(":")
-    member, colon, options = rest.partition(":")
+    member, _, options = rest.partition(":")
     if member and "=" not in member and "," not in member:
         load_builtins()
         if f"{name}:{member}" in _REGISTRY:
-            return f"{name.strip()}:{member.strip()}", options
+            return f"{name}:{member}", options
     return name, rest
 
 

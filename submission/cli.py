@@ -204,16 +204,14 @@ def command_methods(args: argparse.Namespace, console: Console) -> int:
 
     load_plugins(tuple(args.plugin))
     for entry in list_methods():
-        def weights(config: object) -> str:
-            needs = entry.requirements(config)
-            if needs.unavailable:
-                return f"cannot run here: {needs.unavailable}"
-            return ", ".join(need.name for need in needs.weights) or "no weights"
-
-        needs = "; ".join(f"{preset}: {weights(cfg)}" for preset, cfg in entry.presets.items())
-        if len(reasons := {entry.requirements(cfg).unavailable for cfg in entry.presets.values()}) == 1 and \
-                (reason := reasons.pop()):
+        required = {preset: entry.requirements(config) for preset, config in entry.presets.items()}
+        reasons = {need.unavailable for need in required.values()}
+        if len(reasons) == 1 and (reason := next(iter(reasons))):
             needs = f"none: cannot run here: {reason}"  # one reason for every preset, said once
+        else:
+            needs = "; ".join(f"{preset}: cannot run here: {need.unavailable}" if need.unavailable else
+                              f"{preset}: {', '.join(w.name for w in need.weights) or 'no weights'}"
+                              for preset, need in required.items())
         flags = [flag for flag, on in (("trains", entry.trains), ("auxiliary categories", entry.uses_auxiliary),
                                        ("fitted members", entry.needs_fitted),
                                        ("labelled anomalies", entry.uses_anomalies),
