@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 REPO = Path(__file__).resolve().parent.parent
 # (module, attribute path) -> part; a function is wrapped wherever a loaded module holds it
 PARTS = {
+    ("methods.cache", "image_digest"): "hashing",
     ("submission.datasets.images", "load_images"): "decode",
     ("submission.datasets.images", "load_image"): "decode",
     ("submission.cell_metrics", "load_ground_truth"): "decode",
@@ -43,7 +44,7 @@ PARTS = {
     ("submission.cell_worker", "predict_all"): "predict (rest: scoring, maps)",
 }
 FUSION_MEMBERS = "clip_logic,patchcore,regad"  # fusion's default members: its child fits and scores them too
-ORDER = ("decode", "backbone", "augmentation", "nn search", "fit (rest: training, statistics)",
+ORDER = ("decode", "hashing", "backbone", "augmentation", "nn search", "fit (rest: training, statistics)",
          "predict (rest: scoring, maps)", "image metrics", "pixel metrics", "harness (rest)")
 
 
@@ -94,8 +95,9 @@ def install(timers: Timers) -> None:
                     setattr(module, key, wrapped)
 
 
-def child(method: str, preset: str, random_weights: bool, data: Path, category: str, out: Path) -> None:
-    """Inside the child: one cell of `method`, timed by part; writes out/profile.json."""
+def child(method: str, preset: str, random_weights: bool, data: Path, category: str, out: Path,
+          shots: tuple[int, ...], seeds: tuple[int, ...]) -> None:
+    """Inside the child: the cells (shots x seeds) of `method`, timed by part; writes out/profile.json."""
     import torch
     from rich.console import Console
 
@@ -110,7 +112,7 @@ def child(method: str, preset: str, random_weights: bool, data: Path, category: 
         __import__(module)
     timers = Timers()
     install(timers)
-    config = RunConfig(data=data, format="loco", categories=(category,), shots=(4,), seeds=(42,),
+    config = RunConfig(data=data, format="loco", categories=(category,), shots=shots, seeds=seeds,
                        methods=tuple(method.split(",")),
                        preset=preset, image_size=256, out=out / "run", pretrained=not random_weights,
                        threads=torch.get_num_threads())
@@ -120,24 +122,34 @@ def child(method: str, preset: str, random_weights: bool, data: Path, category: 
     parts = dict(timers.seconds)
     parts["harness (rest)"] = wall - sum(parts.values())
     label = method if "," not in method else f"{method.split(',')[-1]} (+ {', '.join(method.split(',')[:-1])})"
-    (out / "profile.json").write_text(json.dumps({"method": label, "wall": wall, "parts": parts}))
+    cells = len(shots) * len(seeds)
+    (out / "profile.json").write_text(json.dumps({"method": label, "wall": wall, "parts": parts, "cells": cells}))
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace, test_images: int) -> str:
     weights = "random weights (timing only)" if args.random_weights else "the preset's weights"
-    lines = [f"## Where a cell's time goes (`bench/profile_cell.py`, preset {args.preset}, CPU)", "",
-             "```", f"python -m bench.profile_cell --preset {args.preset}"
-             f"{' --random-weights' if args.random_weights else ''} --write", "```", "",
+    cells = len(args.shots) * len(args.seeds)
+    grid = (f"one cell (k = {args.shots[0]}, seed {args.seeds[0]}" if cells == 1 else
+            f"{cells} cells (k = {', '.join(map(str, args.shots))} x seeds {' '.join(map(str, args.seeds))}; "
+            "seconds per cell: the run's total / cells")
+    flags = "".join([" --random-weights" if args.random_weights else "",
+                     f" --shots {' '.join(map(str, args.shots))} --seeds {' '.join(map(str, args.seeds))}"
+                     if cells > 1 else "", f" --tag {args.tag}" if args.tag else ""])
+    lines = [f"## Where a cell's time goes (`bench/profile_cell.py`, preset {args.preset}, CPU"
+             f"{', ' + args.tag if args.tag else ''})", "",
+             "```", f"python -m bench.profile_cell --preset {args.preset}{flags} --write", "```", "",
              f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPU cores, device cpu, "
-             f"{weights}: one child process per method, one cell (k = 4, seed 42, 256 px, {test_images} test "
-             "images: juice_bottle's counts), every metric. Exclusive seconds (each second counted once, in the "
-             "innermost part); fusion's process also fits and scores its members. decode = reading and resizing "
-             "images and masks; harness (rest) = start-up, the run folder, the sampler, Python around the parts.", "",
-             "| method | wall s | " + " | ".join(ORDER) + " |", "|---|---|" + "---|" * len(ORDER)]
+             f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}, {weights}: one child process per "
+             f"method, {grid}, 256 px, {test_images} test images: juice_bottle's counts), every metric. Exclusive "
+             "seconds (each second counted once, in the innermost part); fusion's process also fits and scores its "
+             "members. decode = reading and resizing images and masks; hashing = content digests of images for "
+             "the run's caches; harness (rest) = start-up, the run folder, the sampler, Python around the parts.",
+             "", f"| method | wall s{' per cell' if cells > 1 else ''} | " + " | ".join(ORDER) + " |", "|---|---|" + "---|" * len(ORDER)]
     for row in rows:
-        parts = row["parts"]
-        cells = [f"{parts.get(p, 0.0):.1f} ({100 * parts.get(p, 0.0) / row['wall']:.0f} %)" for p in ORDER]
-        lines.append(f"| {row['method']} | {row['wall']:.1f} | " + " | ".join(cells) + " |")
+        per_cell = {p: row["parts"].get(p, 0.0) / cells for p in ORDER}
+        wall = row["wall"] / cells
+        shares = [f"{per_cell[p]:.2f} ({100 * per_cell[p] / wall:.0f} %)" for p in ORDER]
+        lines.append(f"| {row['method']} | {wall:.2f} | " + " | ".join(shares) + " |")
     return "\n".join(lines)
 
 
@@ -147,12 +159,16 @@ def main() -> None:
     parser.add_argument("--preset", choices=("offline", "paper"), default="offline")
     parser.add_argument("--random-weights", action="store_true", help="random backbone weights (paper preset here)")
     parser.add_argument("--methods", nargs="+", help="default: every built-in method")
+    parser.add_argument("--shots", type=int, nargs="+", default=[4], help="k of the profiled cells")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="seeds of the profiled cells")
     parser.add_argument("--work", type=Path, default=Path("/tmp/profile_cell"))
+    parser.add_argument("--tag", default="", help="suffix of the BENCHMARKS.md section (e.g. before / after)")
     parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
     args = parser.parse_args()
     if args.child:
         method, data, category, out = args.child
-        child(method, args.preset, args.random_weights, Path(data), category, Path(out))
+        child(method, args.preset, args.random_weights, Path(data), category, Path(out), tuple(args.shots),
+              tuple(args.seeds))
         return
     from bench.grid import ensure_grid_data, grid_categories
     from methods.registry import BUILTIN_MODULES
@@ -167,7 +183,8 @@ def main() -> None:
         out.mkdir(parents=True)
         specs = f"{FUSION_MEMBERS},{method}" if method == "fusion" else method  # fusion needs its members
         command = [sys.executable, "-m", "bench.profile_cell", "--preset", args.preset,
-                   *(["--random-weights"] if args.random_weights else []), "--child", specs, str(data),
+                   *(["--random-weights"] if args.random_weights else []),
+                   "--shots", *map(str, args.shots), "--seeds", *map(str, args.seeds), "--child", specs, str(data),
                    "cable_pair", str(out)]
         subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         rows.append(json.loads((out / "profile.json").read_text()))
@@ -177,7 +194,7 @@ def main() -> None:
     if args.write:
         from bench.markdown import write_section
 
-        write_section(f"profile_cell_{args.preset}", text)
+        write_section(f"profile_cell_{args.preset}{'_' + args.tag if args.tag else ''}", text)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,48 @@ def image_digest(image: torch.Tensor) -> bytes:
     return hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
 
 
+class DigestMemo:
+    """`image_digest` of image rows, remembered by where their pixels live: rows of the same storage at the same
+    offset, shape, strides and version are hashed once (the test images recur in every cell and method; on a GPU
+    each hash would copy the pixels to the host). The memo holds the storages it remembers, so no other pixels
+    can take their place in memory while remembered; any write to a tensor bumps its version and forgets it.
+    Keeps the `max_storages` most recently used storages."""
+
+    def __init__(self, max_storages: int = 8) -> None:
+        self.max_storages = max_storages
+        self.hashed = 0  # rows actually hashed
+        # storage address, device -> (storage, version, {(offset, shape, strides, dtype): digest})
+        self._storages: OrderedDict[tuple[int, str], tuple[object, int, dict[tuple, bytes]]] = OrderedDict()
+
+    def _hash(self, images: torch.Tensor) -> list[bytes]:
+        self.hashed += len(images)
+        return [image_digest(image) for image in images]
+
+    def digests(self, images: torch.Tensor) -> list[bytes]:
+        """The digest of each image of `images` [b,...], as `image_digest` gives it."""
+        try:
+            version = images._version
+        except RuntimeError:  # an inference-mode tensor has no version counter: nothing to remember it by
+            return self._hash(images)
+        storage = images.untyped_storage()
+        where = (storage.data_ptr(), str(images.device))
+        held = self._storages.get(where)
+        if held is None or held[1] != version:
+            held = (storage, version, {})
+            self._storages[where] = held
+        self._storages.move_to_end(where)
+        while len(self._storages) > self.max_storages:
+            self._storages.popitem(last=False)
+        rows = held[2]
+        keys = [(images.storage_offset() + i * images.stride(0), tuple(images.shape[1:]), images.stride()[1:],
+                 images.dtype) for i in range(len(images))]
+        missing = [i for i, key in enumerate(keys) if key not in rows]
+        if missing:
+            for i, digest in zip(missing, self._hash(images[missing])):
+                rows[keys[i]] = digest
+        return [rows[key] for key in keys]
+
+
 def value_bytes(value: Value) -> int:
     """Bytes held by a tensor or a tuple of tensors."""
     tensors = value if isinstance(value, tuple) else (value,)
@@ -41,6 +83,7 @@ class ContentCache:
         self.evictions = 0  # entries dropped to stay within the bound (a value larger than the bound counts too)
         self.keeping = True  # False (inside `FeatureCache.lookup_only`): `get_many` computes misses, keeps nothing
         self._entries: OrderedDict[Hashable, Value] = OrderedDict()
+        self._digests = DigestMemo()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -52,6 +95,11 @@ class ContentCache:
         """Drop every entry (the counters stay)."""
         self._entries.clear()
         self.bytes = 0
+
+    def digests(self, images: torch.Tensor) -> list[bytes]:
+        """The `image_digest` of each image of `images` [b,...] (the content part of keys), each image of a
+        tensor the run keeps hashed once (`DigestMemo`)."""
+        return self._digests.digests(images)
 
     def get(self, key: Hashable) -> Value | None:
         """The value of `key` (now the most recently used), or None."""

@@ -30,7 +30,7 @@ images rendered apart from the test set (indices >= 1000), never on a test set: 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import numpy as np
 import torch
@@ -185,6 +185,7 @@ class ClipLogic:
         self._tower: ClipTower | None = None
         self._text: torch.Tensor | None = None  # [2, D] normal / anomalous class embeddings
         self._support: Encoded | None = None
+        self._support_digests: list[bytes] = []
         self._centroids: torch.Tensor | None = None
         self._support_stats: torch.Tensor | None = None
         self._floors: torch.Tensor | None = None
@@ -208,12 +209,39 @@ class ClipLogic:
         return Encoded(global_, patches, list(windows), colours, parts)
 
     # ------------------------------------------------------------------------------ scoring parts
-    def _few_shot_map(self, query: Encoded, memory: Encoded) -> torch.Tensor:
-        """WinCLIP+ few-shot map [b,h,w]: mean of the patch map and each window scale's harmonic map."""
-        maps = [nearest_cosine_distance(query.patches, memory.patches)]
-        for scale, windows, bank in zip(self.config.window_scales, query.windows, memory.windows):
-            maps.append(harmonic_aggregation(nearest_cosine_distance(windows, bank), scale))
+    def _few_shot_map(self, query: Encoded, memory: Encoded,
+                      nearest: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """WinCLIP+ few-shot map [b,h,w]: mean of the patch map and each window scale's harmonic map. `nearest`:
+        the nearest cosine distances to `memory` of the patch grid and each window scale, when known already."""
+        scales = self.config.window_scales
+        if nearest is None:
+            nearest = [nearest_cosine_distance(q, m) for q, m in zip([query.patches, *query.windows],
+                                                                      [memory.patches, *memory.windows])]
+        maps = [nearest[0]] + [harmonic_aggregation(d, scale) for scale, d in zip(scales, nearest[1:])]
         return torch.stack(maps).mean(dim=0)
+
+    def _nearest_to_supports(self, images: torch.Tensor, query: Encoded) -> list[torch.Tensor]:
+        """Nearest cosine distances [b,h,w] of the test images' (`query`) patch grid and each window scale to the
+        support set: the smallest over the support images of the distance to each one, kept in the run's content
+        cache per (test image, support image) pair: the support sets are nested over k, so a seed's k = 1, 2, 4
+        reuse its k = 8 pairs and only the pairs of new support images are computed."""
+        store, tag = self._context.features.store, ("clip_logic_nearest", repr(self.config))
+
+        def to_support(j: int) -> Callable[[list[int]], list[tuple[torch.Tensor, ...]]]:
+            def compute(missing: list[int]) -> list[tuple[torch.Tensor, ...]]:
+                rows, bank = query.select(missing), self._support.select([j])
+                pairs = zip([rows.patches, *rows.windows], [bank.patches, *bank.windows])
+                distances = [nearest_cosine_distance(q, m) for q, m in pairs]
+                return [tuple(d[i].clone() for d in distances) for i in range(len(missing))]
+            return compute
+
+        digests = store.digests(images)
+        per_support = [store.get_many([(*tag, test, support) for test in digests], to_support(j))
+                       for j, support in enumerate(self._support_digests)]
+        # min over supports of (1 - cos) / 2 = (1 - the max cosine over the whole support set) / 2, exactly
+        return [torch.stack([torch.stack([rows[i][level] for rows in per_support]).amin(dim=0)
+                             for i in range(len(images))])
+                for level in range(1 + len(self.config.window_scales))]
 
     def _zero_shot(self, query: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-shot image score [b] (anomalous-class probability of the global embedding) and map [b,h,w]: the
@@ -225,10 +253,11 @@ class ClipLogic:
                 for s, w in zip(self.config.window_scales, query.windows)]
         return image, multi_scale_harmonic(image, maps, tuple(query.patches.shape[-2:]))
 
-    def _terms(self, query: Encoded, memory: Encoded,
-               reference_stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Raw terms [b,3] (local, global, components), the local map [b,h,w] and the named parts."""
-        few_shot_map = self._few_shot_map(query, memory)
+    def _terms(self, query: Encoded, memory: Encoded, reference_stats: torch.Tensor,
+               nearest: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Raw terms [b,3] (local, global, components), the local map [b,h,w] and the named parts (`nearest`: as
+        `_few_shot_map`)."""
+        few_shot_map = self._few_shot_map(query, memory, nearest)
         parts = {"few_shot": few_shot_map.flatten(1).max(dim=1).values}
         local, local_map = parts["few_shot"], few_shot_map
         if self._text is not None:
@@ -265,6 +294,7 @@ class ClipLogic:
             self._tower = context.features.clip_tower(config.clip_model, config.clip_pretrained)
             self._text = self._tower.class_embeddings(category)
         self._support = self._encode(support)
+        self._support_digests = context.features.store.digests(support)
         self._centroids = kmeans(flatten_patches(self._support.parts), config.num_parts, config.kmeans_iters,
                                  context.generator)
         parts = len(self._centroids)
@@ -278,7 +308,8 @@ class ClipLogic:
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> Prediction:
         query = self._encode(images)
-        terms, local_map, parts = self._terms(query, self._support, self._support_stats)
+        nearest = self._nearest_to_supports(images, query)
+        terms, local_map, parts = self._terms(query, self._support, self._support_stats, nearest)
         z = self._term_stats(terms)
         maps = upsample_and_blur(local_map, images.shape[-2:], self.config.blur_sigma)
         extras = {**parts, **{f"z_{name}": z[:, i] for i, name in enumerate(TERMS)}}

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.cache import ContentCache, image_digest
+from methods.cache import ContentCache
 from methods.common import Normalise, mixed_precision
 from methods.weight_files import (LICENCES, WeightSearch, WeightsInvalid, WeightsMissing, check_published_digest,
                                   hub_cache_dir, hub_cache_file)
@@ -289,7 +289,7 @@ class ClipTower(nn.Module):
         """Global [b,D] (class token, projected), patches [b,width,h,w] (open_clip's output tokens: after ln_post,
         not projected) and one window map [b,D,nh,nw] per scale (projected), all normalised; cached per image
         content in the run's content cache (test images recur across cells)."""
-        keys = [(self.name, scales, image_digest(image)) for image in images]
+        keys = [(self.name, scales, digest) for digest in self.store.digests(images)]
 
         def compute(missing: list[int]) -> list[tuple[torch.Tensor, ...]]:
             with mixed_precision(images.device, self.autocast_dtype):  # see FeatureCache.autocast_dtype

@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 
 from methods.backbones import FeatureExtractor, load_backbone
-from methods.cache import ContentCache, image_digest
+from methods.cache import ContentCache
 from methods.clip_towers import ClipTower, build_tower
 from methods.common import autocast_dtype, mixed_precision
 
@@ -108,7 +108,7 @@ class FeatureCache:
         """Maps [b,C,h,w] of `levels` (ResNet numbering, in that order), from the cache where possible; an
         image missing any of them passes through the backbone once for all of them. `digests`: the images'
         `image_digest`s when the caller has them already."""
-        digests = digests or [image_digest(image) for image in images]
+        digests = digests or self.store.digests(images)
         keys = [("features", backbone, level, digest) for digest in digests for level in levels]
 
         def compute_missing(indices: list[int]) -> list[torch.Tensor]:

@@ -35,7 +35,6 @@ import torch
 
 from methods.backbones import BackboneName, FeatureLevels
 from methods.base import FitContext, Prediction
-from methods.cache import image_digest
 from methods.common import (aggregate_local, aggregate_official, flatten_patches, nearest_distance, nearest_distances,
                             upsample_and_blur)
 from methods.options import NonNegativeFloat, PositiveFraction, PositiveInt
@@ -92,7 +91,7 @@ class PatchCore:
 
     def fit(self, support: torch.Tensor, *, category: str, context: FitContext) -> None:
         self._context = context
-        digests = [image_digest(image) for image in support]
+        digests = context.features.store.digests(support)
         features = self._patch_features(support, digests)
         self._grid = tuple(features.shape[-2:])
         patches = flatten_patches(features)
@@ -110,7 +109,7 @@ class PatchCore:
         """Patch scores [b,h,w]: each test patch's nearest distances to every support image (kept in the run's
         content cache per test image, support image and configuration), merged over the cell's support images."""
         store, n, tag = self._context.features.store, self.config.num_neighbors, repr(self.config)
-        digests = [image_digest(image) for image in images]
+        digests = store.digests(images)
         features: list[torch.Tensor] = []  # the test images' patch features, computed only if a pair is missing
 
         def distances_to(support_patches: torch.Tensor) -> Callable[[list[int]], list[torch.Tensor]]:

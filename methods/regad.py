@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from methods.augment import luma
 from methods.backbones import BackboneName
 from methods.base import AuxiliaryCategory, FitContext, Prediction, Requirements, WeightFile
-from methods.cache import ContentCache, image_digest
+from methods.cache import ContentCache
 from methods.common import rotation_matrices, torch_threads, upsample_and_blur, warp
 from methods.options import (Check, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability,
                              Range)
@@ -331,7 +331,7 @@ class RegAD:
         """`_embed`, through the run's content cache when the model comes from a file."""
         if self.model_digest is None or self._store is None:
             return self._embed(images)
-        keys = [("regad", self.model_digest, image_digest(image)) for image in images]
+        keys = [("regad", self.model_digest, digest) for digest in self._store.digests(images)]
         embeddings = self._store.get_many(keys, lambda missing: [row.clone() for row in self._embed(images[missing])])
         return torch.stack(embeddings).to(images.device)
 

@@ -32,9 +32,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from metrics._inputs import _check_limit, _mask, _pairs
+from metrics._inputs import _check_limit, _mask, _np, _pairs
 
-__all__ = ["PixelScores", "pixel_scores", "pixel_auroc", "aupro", "auspro"]
+__all__ = ["PixelScores", "PixelTruth", "prepare_truth", "pixel_scores", "pixel_auroc", "aupro", "auspro"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _LOW32 = np.uint64(0xFFFFFFFF)
@@ -57,6 +57,23 @@ class _Image:
 
     union: np.ndarray | None
     regions: tuple[tuple[np.ndarray, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class PixelTruth:
+    """The ground-truth side of `pixel_scores`, prepared once (`prepare_truth`) and reused for any maps of the
+    same shapes: each image's anomalous pixels, their 8-connected components (AUPRO) and, when the defects are
+    given, the sPRO regions as positions among the image's anomalous pixels."""
+
+    shapes: tuple[tuple[int, int], ...]  # (H, W) per image
+    images: tuple[_Image, ...]
+    n_anomalous: np.ndarray  # [n_images] anomalous pixels per image
+    component: np.ndarray  # [P] 0-based component (over all images) of each anomalous pixel, (image, flat) order
+    area: np.ndarray  # [C] pixels per component
+    # per image, per sPRO region: (its pixels' positions among the image's anomalous pixels, None when the
+    # region is the image's only one, i.e. all of them; saturation area); empty without defects
+    regions: tuple[tuple[tuple[np.ndarray | None, float], ...], ...]
+    with_regions: bool  # defects were given: AU-sPRO can be computed
 
 
 @dataclass(frozen=True)
@@ -134,12 +151,13 @@ def _rank_torch(normals: list[np.ndarray], values: np.ndarray, device: Any) -> t
     return order.cpu().numpy(), counted, equal
 
 
-def _rank_images(images: list[_Image], maps: list[np.ndarray], group_of_image: np.ndarray, n_groups: int,
+def _rank_images(truth: PixelTruth, maps: list[np.ndarray], group_of_image: np.ndarray, n_groups: int,
                  device: Any) -> _Ranked:
     """Split every map into normal pixels (one buffer per group) and anomalous pixels (in image, flat-index
     order), and rank the latter."""
+    images = truth.images
     dtype = np.result_type(*[m.dtype for m in maps])
-    n_anomalous = np.array([np.count_nonzero(im.union) if im.union is not None else 0 for im in images], dtype=np.int64)
+    n_anomalous = truth.n_anomalous
     n_normal_image = np.array([m.size for m in maps], dtype=np.int64) - n_anomalous
     n_normal = np.bincount(group_of_image, weights=n_normal_image, minlength=n_groups).astype(np.int64)
     buffers = [np.empty(int(n), dtype=dtype) for n in n_normal]
@@ -236,28 +254,22 @@ def _groups(n_images: int, subsets: Mapping[str, np.ndarray]) -> tuple[np.ndarra
     return group_of_image, int(group_of_image.max()) + 1
 
 
-def _aupro(images: list[_Image], ranked: _Ranked, limits: Sequence[float]) -> dict[float, float | None]:
-    component, area = [], []  # component of each anomalous pixel (0-based over all images), their areas
-    for im in images:
-        if im.union is not None:
-            labels, n = _components(im.union)
-            component.append(labels - 1 + len(area))
-            area.extend(np.bincount(labels, minlength=n + 1)[1:].tolist())
+def _aupro(truth: PixelTruth, ranked: _Ranked, limits: Sequence[float]) -> dict[float, float | None]:
     weights = np.zeros(ranked.position.size)
-    if area:
-        weights[ranked.position] = 1.0 / np.asarray(area, dtype=np.float64)[np.concatenate(component)]
+    if truth.area.size:
+        weights[ranked.position] = 1.0 / truth.area[truth.component]
     n, counted, equal = _subset_counts(ranked, np.arange(ranked.n_normal.size))
-    return _areas(n, counted, equal, weights, len(area), limits)
+    return _areas(n, counted, equal, weights, truth.area.size, limits)
 
 
-def _auspro(images: list[_Image], ranked: _Ranked, group_of_image: np.ndarray, subsets: Mapping[str, np.ndarray],
+def _auspro(truth: PixelTruth, ranked: _Ranked, group_of_image: np.ndarray, subsets: Mapping[str, np.ndarray],
             limits: Sequence[float]) -> dict[str, dict[float, float | None]]:
+    images = truth.images
     positions, increments, image_of_region = [], [], []
-    for i, im in enumerate(images):
+    for i, regions in enumerate(truth.regions):
         here = ranked.position[ranked.offsets[i]:ranked.offsets[i + 1]]
-        anomalous = np.flatnonzero(im.union) if len(im.regions) > 1 else None
-        for nz, sat in im.regions:
-            pixels = here if anomalous is None else here[nz.ravel()[anomalous]]  # a lone mask is the union
+        for rows, sat in regions:
+            pixels = here if rows is None else here[rows]  # a lone mask is the union
             pixel, increment = _increments(pixels, sat)
             positions.append(pixel)
             increments.append(increment)
@@ -281,17 +293,38 @@ def _auspro(images: list[_Image], ranked: _Ranked, group_of_image: np.ndarray, s
     return out
 
 
-def _evaluate(images: list[_Image], maps: list[np.ndarray], *, auroc: bool, pro_limits: Sequence[float],
+def _evaluate(truth: PixelTruth, maps: list[np.ndarray], *, auroc: bool, pro_limits: Sequence[float],
               spro_limits: Sequence[float], subsets: Mapping[str, np.ndarray], device: Any) -> PixelScores:
-    group_of_image, n_groups = _groups(len(images), subsets)
-    ranked = _rank_images(images, maps, group_of_image, n_groups, device)
+    for i, (shape, m) in enumerate(zip(truth.shapes, maps)):
+        if m.shape != shape:
+            raise ValueError(f"gt_masks[{i}] has shape {shape} but maps[{i}] has shape {m.shape}; "
+                             "resize the map to mask resolution first")
+    group_of_image, n_groups = _groups(len(truth.images), subsets)
+    ranked = _rank_images(truth, maps, group_of_image, n_groups, device)
     n_normal, n_anomalous = int(ranked.n_normal.sum()), int(ranked.offsets[-1])
     auroc_value = None
     if auroc and n_normal and n_anomalous:  # Mann-Whitney: sum of (below + equal / 2) over anomalous pixels
         auroc_value = float((ranked.counted.sum() - 0.5 * ranked.equal.sum()) / (n_anomalous * n_normal))
-    pro = _aupro(images, ranked, pro_limits) if pro_limits else {}
-    spro = _auspro(images, ranked, group_of_image, subsets, spro_limits) if spro_limits else {}
+    pro = _aupro(truth, ranked, pro_limits) if pro_limits else {}
+    spro = _auspro(truth, ranked, group_of_image, subsets, spro_limits) if spro_limits else {}
     return PixelScores(auroc_value, pro, spro)
+
+
+def _prepared(images: list[_Image], shapes: Sequence[tuple[int, int]], with_regions: bool) -> PixelTruth:
+    """A `PixelTruth` from each image's union and regions (checked already)."""
+    component, area, regions = [], [], []
+    for im in images:
+        if im.union is not None:
+            labels, n = _components(im.union)
+            component.append(labels - 1 + len(area))
+            area.extend(np.bincount(labels, minlength=n + 1)[1:].tolist())
+        anomalous = np.flatnonzero(im.union) if len(im.regions) > 1 else None
+        regions.append(tuple((None if anomalous is None else np.flatnonzero(nz.ravel()[anomalous]), sat)
+                             for nz, sat in im.regions))
+    n_anomalous = np.array([np.count_nonzero(im.union) if im.union is not None else 0 for im in images], dtype=np.int64)
+    return PixelTruth(tuple(tuple(shape) for shape in shapes), tuple(images), n_anomalous,
+                      np.concatenate(component) if component else np.zeros(0, np.intp),
+                      np.asarray(area, dtype=np.float64), tuple(regions), with_regions)
 
 
 # ------------------------------------------------------------------ public functions
@@ -305,12 +338,12 @@ def _union(nonzero: list[np.ndarray]) -> np.ndarray | None:
     return union
 
 
-def _spro_regions(mask_list: Sequence[Any], amap: np.ndarray, i: int,
+def _spro_regions(mask_list: Sequence[Any], shape: tuple[int, ...], i: int,
                   defects: Mapping[int, tuple[float, bool]]) -> list[tuple[np.ndarray, float]]:
     """(nonzero mask, saturation area) of each non-empty mask of image i, checked as `auspro` documents."""
     regions = []
     for j, k in enumerate(mask_list):
-        k = _mask(k, amap, f"gt_masks[{i}][{j}]")
+        k = _mask(k, shape, f"gt_masks[{i}][{j}]")
         nz = k != 0
         inside = k[nz]
         if inside.size == 0:
@@ -342,44 +375,66 @@ def _subsets(subsets: Mapping[str, Sequence[int]] | None, n_images: int) -> dict
     return out
 
 
-def pixel_scores(gt_masks: Sequence[Sequence[Any]], maps: Sequence[Any],
+def prepare_truth(gt_masks: Sequence[Sequence[Any]], shapes: Sequence[tuple[int, int]] | None = None,
+                  defects: Mapping[int, tuple[float, bool]] | None = None) -> PixelTruth:
+    """The ground-truth side of `pixel_scores` (anomalous pixels, components, sPRO regions) of images whose masks
+    are gt_masks[i] (a list of [H,W] masks, empty for a good image), prepared once for any maps of the images'
+    shapes (`shapes[i]`: (H, W) of image i; None: read from its masks, a good image then needs its shape given).
+    Masks are checked as `auspro` documents when `defects` is given."""
+    gt_masks = list(gt_masks)
+    if shapes is None:
+        shapes = [tuple(_np(mask_list[0]).shape) if len(mask_list) else None for mask_list in gt_masks]
+        if None in shapes:
+            raise ValueError("prepare_truth: a good image (no mask) needs its shape in `shapes`")
+    if len(shapes) != len(gt_masks):
+        raise ValueError(f"gt_masks has {len(gt_masks)} images but shapes has {len(shapes)}")
+    images = []
+    for i, (mask_list, shape) in enumerate(zip(gt_masks, shapes)):
+        if defects is not None:
+            regions = _spro_regions(mask_list, tuple(shape), i, defects)
+            images.append(_Image(_union([nz for nz, _ in regions]), tuple(regions)))
+        else:
+            nonzero = [_mask(k, tuple(shape), f"gt_masks[{i}][{j}]") != 0 for j, k in enumerate(mask_list)]
+            images.append(_Image(_union(nonzero)))
+    return _prepared(images, shapes, with_regions=defects is not None)
+
+
+def pixel_scores(gt_masks: Sequence[Sequence[Any]] | PixelTruth, maps: Sequence[Any],
                  defects: Mapping[int, tuple[float, bool]] | None = None, *,
                  pro_limits: Sequence[float] = (0.3,), spro_limits: Sequence[float] = (0.05,),
                  subsets: Mapping[str, Sequence[int]] | None = None, device: Any = None) -> PixelScores:
     """Pixel AUROC, AUPRO and AU-sPRO of a set of images from one sort of their normal pixels.
 
-    gt_masks[i]: list of [H,W] masks of image i (empty for a good image), as for `auspro`; pixel AUROC and
-    AUPRO (regions = 8-connected components) use the union of an image's masks, as `pixel_auroc` and `aupro`
-    would given that union. AU-sPRO is computed for every subset of image indices in `subsets`
-    ({name: indices}; default {"all": every image}) and only when `defects` is given. `device`: a torch
-    device for the sorts and searches (a CUDA device; None or "cpu" uses numpy). Equal to `pixel_auroc`,
-    `aupro` and `auspro` on the same images."""
+    gt_masks[i]: list of [H,W] masks of image i (empty for a good image), as for `auspro`, or the masks prepared
+    once by `prepare_truth` (then `defects` is the one given there); pixel AUROC and AUPRO (regions =
+    8-connected components) use the union of an image's masks, as `pixel_auroc` and `aupro` would given that
+    union. AU-sPRO is computed for every subset of image indices in `subsets` ({name: indices}; default {"all":
+    every image}) and only when defects are given. `device`: a torch device for the sorts and searches (a CUDA
+    device; None or "cpu" uses numpy). Equal to `pixel_auroc`, `aupro` and `auspro` on the same images."""
     pro_limits = [_check_limit(lim, "pro_limits") for lim in pro_limits]
-    spro_limits = [_check_limit(lim, "spro_limits") for lim in spro_limits] if defects is not None else []
-    pairs = _pairs(gt_masks, maps, "gt_masks")
-    images = []
-    for i, (mask_list, m) in enumerate(pairs):
-        if defects is not None:
-            regions = _spro_regions(mask_list, m, i, defects)
-            images.append(_Image(_union([nz for nz, _ in regions]), tuple(regions)))
-        else:
-            nonzero = [_mask(k, m, f"gt_masks[{i}][{j}]") != 0 for j, k in enumerate(mask_list)]
-            images.append(_Image(_union(nonzero)))
-    return _evaluate(images, [m for _, m in pairs], auroc=True, pro_limits=pro_limits, spro_limits=spro_limits,
+    if isinstance(gt_masks, PixelTruth):
+        truth = gt_masks
+        pairs = _pairs(truth.images, maps, "gt_masks")
+    else:
+        pairs = _pairs(gt_masks, maps, "gt_masks")
+        truth = prepare_truth([k for k, _ in pairs], [m.shape for _, m in pairs], defects)
+    spro_limits = [_check_limit(lim, "spro_limits") for lim in spro_limits] if truth.with_regions else []
+    return _evaluate(truth, [m for _, m in pairs], auroc=True, pro_limits=pro_limits, spro_limits=spro_limits,
                      subsets=_subsets(subsets, len(pairs)), device=device)
 
 
-def _binary_images(masks: Sequence[Any], maps: Sequence[Any]) -> tuple[list[_Image], list[np.ndarray]]:
+def _binary_images(masks: Sequence[Any], maps: Sequence[Any]) -> tuple[PixelTruth, list[np.ndarray]]:
     pairs = _pairs(masks, maps)
-    return [_Image(_union([_mask(k, m, f"masks[{i}]") != 0])) for i, (k, m) in enumerate(pairs)], [m for _, m in pairs]
+    images = [_Image(_union([_mask(k, m.shape, f"masks[{i}]") != 0])) for i, (k, m) in enumerate(pairs)]
+    return _prepared(images, [m.shape for _, m in pairs], with_regions=False), [m for _, m in pairs]
 
 
 def pixel_auroc(masks: Sequence[Any], maps: Sequence[Any], device: Any = None) -> float | None:
     """Pixel-level ROC AUC over all pooled pixels. masks [H,W] per image (nonzero =
     anomalous), maps float [H,W] of the same shape; None if one class."""
-    images, arrays = _binary_images(masks, maps)
-    return _evaluate(images, arrays, auroc=True, pro_limits=(), spro_limits=(),
-                     subsets={ALL: np.arange(len(images))}, device=device).pixel_auroc
+    truth, arrays = _binary_images(masks, maps)
+    return _evaluate(truth, arrays, auroc=True, pro_limits=(), spro_limits=(),
+                     subsets={ALL: np.arange(len(arrays))}, device=device).pixel_auroc
 
 
 def aupro(masks: Sequence[Any], maps: Sequence[Any], fpr_limit: float = 0.3, device: Any = None) -> float | None:
@@ -387,9 +442,9 @@ def aupro(masks: Sequence[Any], maps: Sequence[Any], fpr_limit: float = 0.3, dev
     (MVTec AD protocol; regions = 8-connected components). masks/maps [H,W] per image.
     None if there is no anomalous region or no normal pixel."""
     limit = _check_limit(fpr_limit, "fpr_limit")
-    images, arrays = _binary_images(masks, maps)
-    return _evaluate(images, arrays, auroc=False, pro_limits=(limit,), spro_limits=(),
-                     subsets={ALL: np.arange(len(images))}, device=device).aupro[limit]
+    truth, arrays = _binary_images(masks, maps)
+    return _evaluate(truth, arrays, auroc=False, pro_limits=(limit,), spro_limits=(),
+                     subsets={ALL: np.arange(len(arrays))}, device=device).aupro[limit]
 
 
 def auspro(gt_masks: Sequence[Sequence[Any]], maps: Sequence[Any],
@@ -404,9 +459,6 @@ def auspro(gt_masks: Sequence[Sequence[Any]], maps: Sequence[Any],
     values None if there are no regions or no normal pixels."""
     limits = [_check_limit(lim, "fpr_limits") for lim in fpr_limits]
     pairs = _pairs(gt_masks, maps, "gt_masks")
-    images = []
-    for i, (mask_list, m) in enumerate(pairs):
-        regions = _spro_regions(mask_list, m, i, defects)
-        images.append(_Image(_union([nz for nz, _ in regions]), tuple(regions)))
-    return _evaluate(images, [m for _, m in pairs], auroc=False, pro_limits=(), spro_limits=limits,
-                     subsets={ALL: np.arange(len(images))}, device=device).auspro[ALL]
+    truth = prepare_truth([k for k, _ in pairs], [m.shape for _, m in pairs], defects)
+    return _evaluate(truth, [m for _, m in pairs], auroc=False, pro_limits=(), spro_limits=limits,
+                     subsets={ALL: np.arange(len(pairs))}, device=device).auspro[ALL]

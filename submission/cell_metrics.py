@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -27,6 +28,14 @@ class GroundTruth:
     sizes: tuple[tuple[int, int], ...]  # original (H, W) per item
     masks: tuple[list[np.ndarray], ...] | None
     defects: dict[int, tuple[float, bool]]
+
+    @cached_property
+    def pixel_truth(self) -> ev.PixelTruth | None:
+        """The masks prepared for the pixel metrics (`metrics.prepare_truth`), once per category and run: every
+        cell and method scores its maps against the same anomalous pixels, components and sPRO regions."""
+        if self.masks is None:
+            return None
+        return ev.prepare_truth(self.masks, self.sizes, self.defects or None)
 
 
 def load_ground_truth(category: Category, sizes: list[tuple[int, int]]) -> GroundTruth:
@@ -92,12 +101,12 @@ def _pixel_subsets(truth: GroundTruth) -> dict[str, np.ndarray]:
 def pixel_metrics(truth: GroundTruth, maps: list[np.ndarray], device: torch.device | str | None = None
                   ) -> dict[str, float | None]:
     """Pixel AUROC, AUPRO (FPR 0.3) and AU-sPRO (FPR 0.05; all / logical / structural) of one cell, from one
-    sort of the normal pixels (`metrics.pixel_scores`); `device`: where the sorts run (None: numpy on the CPU)."""
+    sort of the normal pixels (`metrics.pixel_scores`, against the category's prepared masks); `device`: where the sorts run (None: numpy on the CPU)."""
     keys = ("pixel_auroc", "aupro_0.3", "auspro_0.05", "auspro_logical_0.05", "auspro_structural_0.05")
     out: dict[str, float | None] = dict.fromkeys(keys)
-    if truth.masks is None:
+    if truth.pixel_truth is None:
         return out
-    scores = ev.pixel_scores(truth.masks, maps, truth.defects or None, pro_limits=(0.3,), spro_limits=(0.05,),
+    scores = ev.pixel_scores(truth.pixel_truth, maps, pro_limits=(0.3,), spro_limits=(0.05,),
                              subsets=_pixel_subsets(truth), device=device)
     out["pixel_auroc"] = scores.pixel_auroc
     out["aupro_0.3"] = scores.aupro[0.3]

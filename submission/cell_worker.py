@@ -63,6 +63,13 @@ class CategoryData:
         loaded = store.get_many([item.path for item in category.test])  # decoded in parallel
         self.test_images = torch.stack([image for image, _ in loaded])
         self.truth: GroundTruth = load_ground_truth(category, [size for _, size in loaded])
+        self._on_device: torch.Tensor | None = None
+
+    def test_images_on(self, device: torch.device) -> torch.Tensor:
+        """The test images on `device`, copied there once (not once per batch of every method and cell)."""
+        if self._on_device is None or self._on_device.device != device:
+            self._on_device = self.test_images.to(device)
+        return self._on_device
 
     def support(self, indices: list[int]) -> torch.Tensor:
         return self.store.stack([self.category.train_good[i] for i in indices])
@@ -75,7 +82,7 @@ class CategoryData:
             return self, None, ()
         anomalies = labelled_anomalies(self.test_images, self.truth, held.indices)
         view, keep = copy.copy(self), kept_indices(len(self.category.test), held.indices)
-        view.category, view.test_images = held.category, self.test_images[keep]
+        view.category, view.test_images, view._on_device = held.category, self.test_images[keep], None
         view.truth = truth_subset(self.truth, keep)
         return view, anomalies, held.names
 
@@ -250,7 +257,8 @@ class CellWorker:
                 if isinstance(fitted.method, FusingMethod):
                     prediction = self._combine(fitted.method, data, predictions)
                 else:
-                    prediction = predict_all(fitted.method, data.test_images, self.config.batch_size, self.device)
+                    prediction = predict_all(fitted.method, data.test_images_on(self.device), self.config.batch_size,
+                                             self.device)
             predict_s = time.perf_counter() - start
             check_prediction(prediction, len(data.test_images))
         except HarnessError:
@@ -280,7 +288,8 @@ class CellWorker:
         folder were refitted but not scored: they are predicted here, once)."""
         for spec, member in fusion.members.items():
             if spec not in predictions:
-                predictions[spec] = predict_all(member, data.test_images, self.config.batch_size, self.device)
+                images = data.test_images_on(self.device)
+                predictions[spec] = predict_all(member, images, self.config.batch_size, self.device)
         return fusion.combine(predictions)
 
     def _outcome(self, variant: Variant, data: CategoryData, prediction: Prediction, row: dict[str, Any],

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from methods.augment import AugmentConfig, PseudoAnomalyConfig, augment, augmented_views, pseudo_anomalies
-from methods.cache import ContentCache, image_digest
+from methods.cache import ContentCache, DigestMemo, image_digest
 from methods.common import Normalise, rotation_matrices, seeded_from, warp
 from methods.standardise import Standardiser
 
@@ -38,6 +38,23 @@ def test_cache_never_keeps_a_value_larger_than_its_bound_but_returns_it():
     assert list(cache._entries) == ["z", "w"] and cache.bytes == 160
     with pytest.raises(ValueError, match="max_bytes"):
         ContentCache(-1)
+
+
+def test_digest_memo_hashes_each_kept_image_once_and_forgets_on_a_write():
+    images = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    memo = DigestMemo()
+    expected = [image_digest(image) for image in images]
+    assert memo.digests(images[2:5]) == expected[2:5] and memo.hashed == 3
+    assert memo.digests(images[1:4]) == expected[1:4] and memo.hashed == 4  # rows 2, 3 remembered: only row 1
+    assert memo.digests(images) == expected and memo.hashed == 6  # rows 0 and 5
+    assert memo.digests(images.clone()) == expected and memo.hashed == 12  # other storage: hashed again
+    images[3, 0, 0, 0] += 1.0  # a write: the memo must not serve the old digest
+    assert memo.digests(images[3:4]) == [image_digest(images[3])] != [expected[3]]
+    strided = images[::2]  # same storage, other rows
+    assert memo.digests(strided) == [image_digest(image) for image in strided]
+    with torch.inference_mode():
+        inference = torch.rand(2, 3, 8, 8)
+    assert memo.digests(inference) == [image_digest(image) for image in inference]
 
 
 def test_image_digest_depends_on_the_pixels_only():

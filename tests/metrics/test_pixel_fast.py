@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import aupro, auspro, pixel_auroc, pixel_scores
+from metrics import aupro, auspro, pixel_auroc, pixel_scores, prepare_truth
 from metrics import pixel as fast
 from tests.oracles import pixel_reference as ref
 
@@ -138,6 +138,20 @@ def test_pixel_scores_validates():
         pixel_scores(gt, maps, DEFECTS, spro_limits=(0.0,))
     with pytest.raises(ValueError, match="gt_masks"):
         pixel_scores(gt[:2], maps, DEFECTS)
+
+
+def test_prepared_masks_give_the_same_numbers_for_every_set_of_maps():
+    gt, maps = _scene(7, n_images=6)
+    truth = prepare_truth(gt, [m.shape for m in maps], DEFECTS)
+    subsets = {"all": range(6), "odd": [1, 3, 5]}
+    for shift in (0.0, 0.7):  # two methods' maps against the one prepared truth
+        other = [m + shift * np.sin(np.arange(m.size).reshape(m.shape)) for m in maps]
+        assert pixel_scores(truth, other, subsets=subsets) == pixel_scores(gt, other, DEFECTS, subsets=subsets)
+    assert pixel_scores(prepare_truth(gt, [m.shape for m in maps]), maps).auspro == {}  # no defects: no AU-sPRO
+    with pytest.raises(ValueError, match=r"gt_masks\[0\] has shape .* but maps\[0\]"):
+        pixel_scores(truth, [m[:, 1:] for m in maps])
+    with pytest.raises(ValueError, match="good image"):
+        prepare_truth([[], *gt[1:]])
 
 
 # --------------------------------------------------------------- real LOCO masks at full resolution
