@@ -116,6 +116,20 @@ def kmeans(points: torch.Tensor, parts: int, iters: int, generator: torch.Genera
     return centroids
 
 
+def region_counts(assign: np.ndarray, parts: int, min_region: int) -> np.ndarray:
+    """Connected regions (4-connected, as `ndimage.label`'s default) of at least `min_region` cells of each part in
+    each image of a part assignment [b,h,w]: [b, parts], from one labelling of every (image, part) plane."""
+    planes = assign[:, None] == np.arange(parts)[None, :, None, None]  # [b, parts, h, w]
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1)  # no connection between planes
+    labels, n = ndimage.label(planes.reshape(-1, *assign.shape[1:]), structure=structure)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    plane_of_label = np.zeros(n + 1, dtype=np.int64)
+    plane_of_label[labels.ravel()] = np.repeat(np.arange(labels.shape[0]), labels[0].size)
+    kept = np.flatnonzero(sizes[1:] >= min_region) + 1
+    return np.bincount(plane_of_label[kept], minlength=labels.shape[0]).reshape(len(assign), parts)
+
+
 def part_statistics(patches: torch.Tensor, colours: torch.Tensor, centroids: torch.Tensor,
                     min_region: int) -> torch.Tensor:
     """Statistics of each image's parts (patches assigned to the nearest centroid): [b, 6*parts+1] =
@@ -127,12 +141,7 @@ def part_statistics(patches: torch.Tensor, colours: torch.Tensor, centroids: tor
     one_hot = F.one_hot(assign, parts).permute(0, 3, 1, 2).to(colours.dtype)  # [b, parts, h, w]
     area = one_hot.sum(dim=(2, 3))
     colour = torch.einsum("bphw,bchw->bpc", one_hot, colours) / area.unsqueeze(2)  # NaN where area = 0
-    regions = torch.zeros(b, parts, dtype=colours.dtype)
-    for i, image in enumerate(assign.cpu().numpy()):
-        for p in range(parts):
-            labels, n = ndimage.label(image == p)
-            regions[i, p] = int((np.bincount(labels.ravel(), minlength=n + 1)[1:] >= min_region).sum())
-    regions = regions.to(area.device)
+    regions = torch.from_numpy(region_counts(assign.cpu().numpy(), parts, min_region)).to(area.device, colours.dtype)
     fraction = area / (h * w)
     present = torch.where(area > 0, fraction, torch.full_like(fraction, float("nan")))
     return torch.cat([fraction, present, regions, regions.sum(dim=1, keepdim=True), colour.flatten(1)], dim=1)

@@ -93,6 +93,19 @@ def test_part_statistics_count_planted_regions():
     assert stats[:, 6].tolist() == [4, 5]  # total regions
 
 
+def test_region_counts_equal_one_labelling_per_image_and_part():
+    import numpy as np
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        b, parts, h, w = (int(v) for v in rng.integers(1, 7, size=4) * (1, 1, 3, 3))
+        assign = rng.integers(0, parts, size=(b, h, w))
+        expected = [[int((np.bincount(labels.ravel())[1:] >= 2).sum()) for labels, _ in
+                     (ndimage.label(image == p) for p in range(parts))] for image in assign]
+        assert clip_logic.region_counts(assign, parts, 2).tolist() == expected
+
+
 def test_kmeans_finds_separated_clusters_and_is_seeded():
     generator = torch.Generator().manual_seed(0)
     points = torch.cat([torch.randn(50, 2, generator=generator) * 0.1 + torch.tensor(centre)
