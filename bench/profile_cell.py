@@ -1,13 +1,16 @@
-"""Where one cell's time goes, per method: exclusive seconds in backbone passes, augmentation, nearest-neighbour
-search, image decoding, metrics, the rest of fit and predict (training, statistics), and the harness around them.
+"""Where a cell's time goes, per method: exclusive seconds in backbone passes, image hashing, augmentation,
+nearest-neighbour search, image decoding, metrics, the rest of fit and predict (training, statistics), and the
+harness around them.
 
-One child process per method (nothing cached from another method), one cell: k = 4, seed 42, 256 px, a procedural
-category at one LOCO category's test-set size (bench.grid's `cable_pair`: juice_bottle's 94 good, 142 logical,
-94 structural), every metric. The child wraps the functions below with timers that subtract nested timers, so
-each second is counted once, in the innermost part it was spent in:
+One child process per method (nothing cached from another method); one cell (k = 4, seed 42) or a grid of cells
+(`--shots`, `--seeds`: what a run repeats per cell shows there, what it does once per category is spread over the
+cells); 256 px, a procedural category at one LOCO category's test-set size (bench.grid's `cable_pair`:
+juice_bottle's 94 good, 142 logical, 94 structural), every metric. The child wraps the functions below with timers
+that subtract nested timers, so each second is counted once, in the innermost part it was spent in:
 ```
 python -m bench.profile_cell --preset offline --write
-python -m bench.profile_cell --preset paper --random-weights --methods patchcore clip_logic   # timing only
+python -m bench.profile_cell --preset offline --shots 1 2 4 8 --seeds 42 0 1234 --tag after --write
+python -m bench.profile_cell --preset paper --random-weights --methods patchcore regad:train_epochs=1
 ```
 """
 from __future__ import annotations
@@ -43,7 +46,8 @@ PARTS = {
     ("methods.cell", "fit_method"): "fit (rest: training, statistics)",
     ("submission.cell_worker", "predict_all"): "predict (rest: scoring, maps)",
 }
-FUSION_MEMBERS = "clip_logic,patchcore,regad"  # fusion's default members: its child fits and scores them too
+FUSION_MEMBERS = "clip_logic+patchcore+regad"  # fusion's default members: its child fits and scores them too
+# the child's specs are joined by "+" (a spec's options are joined by ",")
 ORDER = ("decode", "hashing", "backbone", "augmentation", "nn search", "fit (rest: training, statistics)",
          "predict (rest: scoring, maps)", "image metrics", "pixel metrics", "harness (rest)")
 
@@ -113,7 +117,7 @@ def child(method: str, preset: str, random_weights: bool, data: Path, category: 
     timers = Timers()
     install(timers)
     config = RunConfig(data=data, format="loco", categories=(category,), shots=shots, seeds=seeds,
-                       methods=tuple(method.split(",")),
+                       methods=tuple(method.split("+")),
                        preset=preset, image_size=256, out=out / "run", pretrained=not random_weights,
                        threads=torch.get_num_threads())
     start = time.perf_counter()
@@ -121,7 +125,8 @@ def child(method: str, preset: str, random_weights: bool, data: Path, category: 
     wall = time.perf_counter() - start
     parts = dict(timers.seconds)
     parts["harness (rest)"] = wall - sum(parts.values())
-    label = method if "," not in method else f"{method.split(',')[-1]} (+ {', '.join(method.split(',')[:-1])})"
+    *members, last = method.split("+")
+    label = f"{last} (+ {', '.join(members)})" if members else last
     cells = len(shots) * len(seeds)
     (out / "profile.json").write_text(json.dumps({"method": label, "wall": wall, "parts": parts, "cells": cells}))
 
@@ -164,6 +169,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/profile_cell"))
     parser.add_argument("--tag", default="", help="suffix of the BENCHMARKS.md section (e.g. before / after)")
     parser.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
+    parser.add_argument("--reuse", action="store_true", help="render the profiles already in --work (no run)")
     args = parser.parse_args()
     if args.child:
         method, data, category, out = args.child
@@ -179,9 +185,12 @@ def main() -> None:
     rows = []
     for method in args.methods or [m.split(".")[-1] for m in BUILTIN_MODULES]:
         out = args.work / f"{args.preset}_{method}"
+        if args.reuse:
+            rows.append(json.loads((out / "profile.json").read_text()))
+            continue
         subprocess.run(["rm", "-rf", str(out)], check=True)
         out.mkdir(parents=True)
-        specs = f"{FUSION_MEMBERS},{method}" if method == "fusion" else method  # fusion needs its members
+        specs = f"{FUSION_MEMBERS}+{method}" if method == "fusion" else method  # fusion needs its members
         command = [sys.executable, "-m", "bench.profile_cell", "--preset", args.preset,
                    *(["--random-weights"] if args.random_weights else []),
                    "--shots", *map(str, args.shots), "--seeds", *map(str, args.seeds), "--child", specs, str(data),
