@@ -69,14 +69,13 @@ def record(argv: list[str]) -> int:
     return main(argv)
 
 
-def _scores(run: Path, member: str, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    files = sorted((run / "scores" / member / f"k{k}_s{seed}").glob("*.csv"))
+def _scores(run: Path, member: str, category: str, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One member's test labels and scores in one cell (category, k, seed)."""
     labels, scores = [], []
-    for path in files:
-        with path.open() as handle:
-            for row in csv.DictReader(handle):
-                labels.append(int(row["label"]))
-                scores.append(float(row["score"]))
+    with (run / "scores" / member / f"k{k}_s{seed}" / f"{category}.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            labels.append(int(row["label"]))
+            scores.append(float(row["score"]))
     return np.array(labels), np.array(scores)
 
 
@@ -114,7 +113,7 @@ def analyse(runs: list[Path]) -> None:
                 continue
             per_member = {}
             for member, entry in diag.items():
-                labels, scores = _scores(run, member, k, seed)
+                labels, scores = _scores(run, member, row["category"], k, seed)
                 per_member[member] = (labels, scores, candidate_scales(entry, k))
             best_auroc = max(image_auroc(l, s) for l, s, _ in per_member.values())
             best_f1 = max(f1_max(l, s) for l, s, _ in per_member.values())
