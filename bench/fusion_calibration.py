@@ -5,12 +5,19 @@ normal test images, and how fusion would rank with other scale estimates. A diag
         # each member's held-out candidates in method_info["diag"] (the fused scores are today's, unchanged)
     python -m bench.fusion_calibration analyse RUN [RUN ...]                   # per member and k: z std on normal
         # test images under each candidate scale; fused AUROC / F1-max minus the best member per candidate
+    python -m bench.fusion_calibration cv RUN [RUN ...]                        # the CV prior's c per positive member
+        # (median std / mean of the held-out normals over the runs' cells at k >= 4; held-out values only)
 
 Candidates recorded per member (k supports, V = `views` views per image, jitter views as fusion's):
 - `loo`: the k leave-one-out scores (refit on k-1 supports, score the one left out);
 - `loo_views`: V views of each left-out image scored by the model that did not see it;
 - `views_full`: V views of each support scored by the member fitted on all k (fusion's scale views);
 - `used`: the mean and scale fusion used.
+Scale candidates re-fused from them (`candidate_scales`): the leave-one-out spreads (ddof 0 / 1, with and without
+the views of the left-out images: `loo+loo_views_ddof1` is `scale=held_out`), the default geometric mean,
+`cv_max` / `cv_shrink` (a coefficient-of-variation prior for PatchCore and RegAD), `log_held_out` (their log scores
+standardised) and `clip_floor` (clip_logic's scale at least 1); BENCHMARKS.md, section "Fusion calibration: further
+candidates on the completed dev sets".
 """
 from __future__ import annotations
 
