@@ -131,6 +131,16 @@ def child(method: str, preset: str, random_weights: bool, data: Path, category: 
     (out / "profile.json").write_text(json.dumps({"method": label, "wall": wall, "parts": parts, "cells": cells}))
 
 
+def run_status(run: Path) -> str:
+    """How the profiled run's rows ended, e.g. "12 ok" or "11 ok, 1 failed" (a failed cell is not a profile)."""
+    import csv
+    from collections import Counter
+
+    with open(run / "results.csv", newline="") as handle:
+        counts = Counter(row["status"] for row in csv.DictReader(handle))
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: kv[0] != "ok"))
+
+
 def render(rows: list[dict[str, Any]], args: argparse.Namespace, test_images: int) -> str:
     weights = "random weights (timing only)" if args.random_weights else "the preset's weights"
     cells = len(args.shots) * len(args.seeds)
@@ -149,12 +159,13 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, test_images: in
              "seconds (each second counted once, in the innermost part); fusion's process also fits and scores its "
              "members. decode = reading and resizing images and masks; hashing = content digests of images for "
              "the run's caches; harness (rest) = start-up, the run folder, the sampler, Python around the parts.",
-             "", f"| method | wall s{' per cell' if cells > 1 else ''} | " + " | ".join(ORDER) + " |", "|---|---|" + "---|" * len(ORDER)]
+             "", f"| method | rows | wall s{' per cell' if cells > 1 else ''} | " + " | ".join(ORDER) + " |",
+             "|---|---|---|" + "---|" * len(ORDER)]
     for row in rows:
         per_cell = {p: row["parts"].get(p, 0.0) / cells for p in ORDER}
         wall = row["wall"] / cells
         shares = [f"{per_cell[p]:.2f} ({100 * per_cell[p] / wall:.0f} %)" for p in ORDER]
-        lines.append(f"| {row['method']} | {wall:.2f} | " + " | ".join(shares) + " |")
+        lines.append(f"| {row['method']} | {row.get('status', '?')} | {wall:.2f} | " + " | ".join(shares) + " |")
     return "\n".join(lines)
 
 
@@ -186,7 +197,7 @@ def main() -> None:
     for method in args.methods or [m.split(".")[-1] for m in BUILTIN_MODULES]:
         out = args.work / f"{args.preset}_{method}"
         if args.reuse:
-            rows.append(json.loads((out / "profile.json").read_text()))
+            rows.append({**json.loads((out / "profile.json").read_text()), "status": run_status(out / "run")})
             continue
         subprocess.run(["rm", "-rf", str(out)], check=True)
         out.mkdir(parents=True)
@@ -196,7 +207,7 @@ def main() -> None:
                    "--shots", *map(str, args.shots), "--seeds", *map(str, args.seeds), "--child", specs, str(data),
                    "cable_pair", str(out)]
         subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        rows.append(json.loads((out / "profile.json").read_text()))
+        rows.append({**json.loads((out / "profile.json").read_text()), "status": run_status(out / "run")})
         print(json.dumps(rows[-1]), flush=True)
     text = render(rows, args, test_images)
     print(text)
