@@ -149,7 +149,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, test_images: in
             "seconds per cell: the run's total / cells")
     flags = "".join([" --random-weights" if args.random_weights else "",
                      f" --shots {' '.join(map(str, args.shots))} --seeds {' '.join(map(str, args.seeds))}"
-                     if cells > 1 else "", f" --tag {args.tag}" if args.tag else ""])
+                     if cells > 1 else "", f" --tag {args.tag}" if args.tag else "",
+                     " --methods " + " ".join(f"'{m}'" if "," in m else m for m in args.methods) if args.methods else ""])
     lines = [f"## Where a cell's time goes (`bench/profile_cell.py`, preset {args.preset}, CPU"
              f"{', ' + args.tag if args.tag else ''})", "",
              "```", f"python -m bench.profile_cell --preset {args.preset}{flags} --write", "```", "",
