@@ -26,8 +26,9 @@ class DigestMemo:
     """`image_digest` of image rows, remembered by where their pixels live: rows of the same storage at the same
     offset, shape, strides and version are hashed once (the test images recur in every cell and method; on a GPU
     each hash would copy the pixels to the host). The memo holds the storages it remembers, so no other pixels
-    can take their place in memory while remembered; any write to a tensor bumps its version and forgets it.
-    Keeps the `max_storages` most recently used storages."""
+    can take their place in memory while remembered; a write through torch bumps the tensor's version and forgets
+    it (a write that torch does not count, through `.data` or shared NumPy memory, would not: the harness never
+    writes its images that way). Keeps the `max_storages` most recently used storages."""
 
     def __init__(self, max_storages: int = 8) -> None:
         self.max_storages = max_storages
