@@ -14,6 +14,20 @@ from submission.datasets.readers import read_category
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("elpv_dataset") is None, reason="elpv-dataset not installed")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def elpv_loaded_once():
+    """The package's 2,624 images read once for this module (each write would read them again: seconds each)."""
+    if importlib.util.find_spec("elpv_dataset") is None:
+        yield
+        return
+    import elpv_dataset.utils
+
+    loaded = elpv_dataset.utils.load_dataset()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(elpv_dataset.utils, "load_dataset", lambda: loaded)
+        yield
+
+
 def test_elpv_is_written_in_mvtec_layout_by_a_seeded_rule(tmp_path):
     from elpv_dataset.utils import load_dataset
 
