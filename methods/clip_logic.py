@@ -246,10 +246,9 @@ class ClipLogic:
 
         digests = store.digests(images)
         per_support = [store.get_many([(*tag, test, support) for test in digests], to_support(j))
-                       for j, support in enumerate(self._support_digests)]
+                       for j, support in enumerate(self._support_digests)]  # [support][image] -> one map per level
         # min over supports of (1 - cos) / 2 = (1 - the max cosine over the whole support set) / 2, exactly
-        return [torch.stack([torch.stack([rows[i][level] for rows in per_support]).amin(dim=0)
-                             for i in range(len(images))])
+        return [torch.stack([torch.stack([maps[level] for maps in rows]) for rows in per_support]).amin(dim=0)
                 for level in range(1 + len(self.config.window_scales))]
 
     def _zero_shot(self, query: Encoded) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,10 +30,10 @@ def _pairs(masks: Sequence[Any], maps: Sequence[Any], masks_name: str = "masks")
     return [(k, _check_map(_np(m), f"maps[{i}]")) for i, (k, m) in enumerate(zip(masks, maps))]
 
 
-def _mask(mask: Any, like: np.ndarray | tuple[int, ...], name: str) -> np.ndarray:
-    """`mask` as an array, checked to have the shape of its map (`like`: the map or its shape)."""
+def _mask(mask: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """`mask` as an array, checked to have its map's `shape`."""
     k = _np(mask)
-    shape = tuple(like.shape if isinstance(like, np.ndarray) else like)
+    shape = tuple(shape)
     if k.shape != shape:
         raise ValueError(f"{name} has shape {k.shape} but its map has shape {shape}; "
                          "resize the map to mask resolution first")

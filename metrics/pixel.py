@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from metrics._inputs import _check_limit, _mask, _np, _pairs
+from metrics._inputs import _check_limit, _mask, _pairs
 
 __all__ = ["PixelScores", "PixelTruth", "prepare_truth", "pixel_scores", "pixel_auroc", "aupro", "auspro"]
 
@@ -375,17 +375,12 @@ def _subsets(subsets: Mapping[str, Sequence[int]] | None, n_images: int) -> dict
     return out
 
 
-def prepare_truth(gt_masks: Sequence[Sequence[Any]], shapes: Sequence[tuple[int, int]] | None = None,
+def prepare_truth(gt_masks: Sequence[Sequence[Any]], shapes: Sequence[tuple[int, int]],
                   defects: Mapping[int, tuple[float, bool]] | None = None) -> PixelTruth:
     """The ground-truth side of `pixel_scores` (anomalous pixels, components, sPRO regions) of images whose masks
     are gt_masks[i] (a list of [H,W] masks, empty for a good image), prepared once for any maps of the images'
-    shapes (`shapes[i]`: (H, W) of image i; None: read from its masks, a good image then needs its shape given).
-    Masks are checked as `auspro` documents when `defects` is given."""
+    shapes (`shapes[i]`: (H, W) of image i). Masks are checked as `auspro` documents when `defects` is given."""
     gt_masks = list(gt_masks)
-    if shapes is None:
-        shapes = [tuple(_np(mask_list[0]).shape) if len(mask_list) else None for mask_list in gt_masks]
-        if None in shapes:
-            raise ValueError("prepare_truth: a good image (no mask) needs its shape in `shapes`")
     if len(shapes) != len(gt_masks):
         raise ValueError(f"gt_masks has {len(gt_masks)} images but shapes has {len(shapes)}")
     images = []

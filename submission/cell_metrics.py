@@ -101,7 +101,8 @@ def _pixel_subsets(truth: GroundTruth) -> dict[str, np.ndarray]:
 def pixel_metrics(truth: GroundTruth, maps: list[np.ndarray], device: torch.device | str | None = None
                   ) -> dict[str, float | None]:
     """Pixel AUROC, AUPRO (FPR 0.3) and AU-sPRO (FPR 0.05; all / logical / structural) of one cell, from one
-    sort of the normal pixels (`metrics.pixel_scores`, against the category's prepared masks); `device`: where the sorts run (None: numpy on the CPU)."""
+    sort of the normal pixels (`metrics.pixel_scores`, against the category's prepared masks); `device`: where the
+    sorts run (None: numpy on the CPU)."""
     keys = ("pixel_auroc", "aupro_0.3", "auspro_0.05", "auspro_logical_0.05", "auspro_structural_0.05")
     out: dict[str, float | None] = dict.fromkeys(keys)
     if truth.pixel_truth is None:

@@ -22,7 +22,7 @@ def pixel_auroc(masks: Sequence[Any], maps: Sequence[Any]) -> float | None:
     """Pixel-level ROC AUC over all pooled pixels. masks [H,W] per image (nonzero =
     anomalous), maps float [H,W] of the same shape; None if one class."""
     pairs = _pairs(masks, maps)
-    y = np.concatenate([(_mask(k, m, f"masks[{i}]") != 0).ravel() for i, (k, m) in enumerate(pairs)])
+    y = np.concatenate([(_mask(k, m.shape, f"masks[{i}]") != 0).ravel() for i, (k, m) in enumerate(pairs)])
     if y.all() or not y.any():
         return None
     s = np.concatenate([m.ravel() for _, m in pairs])
@@ -92,7 +92,7 @@ def aupro(masks: Sequence[Any], maps: Sequence[Any], fpr_limit: float = 0.3) -> 
     structure = np.ones((3, 3), dtype=int)
     normal, regions = [], []
     for i, (k, m) in enumerate(_pairs(masks, maps)):
-        lab, n = ndimage.label(_mask(k, m, f"masks[{i}]") != 0, structure=structure)
+        lab, n = ndimage.label(_mask(k, m.shape, f"masks[{i}]") != 0, structure=structure)
         normal.append(m[lab == 0])
         if n:
             idx = np.flatnonzero(lab)
@@ -122,7 +122,7 @@ def auspro(gt_masks: Sequence[Sequence[Any]], maps: Sequence[Any],
     for i, (mask_list, m) in enumerate(_pairs(gt_masks, maps, "gt_masks")):
         is_normal = np.ones(m.shape, dtype=bool)
         for j, k in enumerate(mask_list):
-            nz = _mask(k, m, f"gt_masks[{i}][{j}]") != 0
+            nz = _mask(k, m.shape, f"gt_masks[{i}][{j}]") != 0
             values = np.unique(_np(k)[nz])
             if values.size == 0:
                 continue  # an empty mask holds no region
