@@ -128,7 +128,8 @@ def child(method: str, preset: str, random_weights: bool, data: Path, category: 
     *members, last = method.split("+")
     label = f"{last} (+ {', '.join(members)})" if members else last
     cells = len(shots) * len(seeds)
-    (out / "profile.json").write_text(json.dumps({"method": label, "wall": wall, "parts": parts, "cells": cells}))
+    (out / "profile.json").write_text(json.dumps({"method": label, "wall": wall, "parts": parts, "cells": cells,
+                                                  "threads": torch.get_num_threads()}))
 
 
 def run_status(run: Path) -> str:
@@ -150,12 +151,13 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, test_images: in
     flags = "".join([" --random-weights" if args.random_weights else "",
                      f" --shots {' '.join(map(str, args.shots))} --seeds {' '.join(map(str, args.seeds))}"
                      if cells > 1 else "", f" --tag {args.tag}" if args.tag else "",
-                     " --methods " + " ".join(f"'{m}'" if "," in m else m for m in args.methods) if args.methods else ""])
+                     " --methods " + " ".join(f"'{m}'" if "," in m else m for m in args.methods)
+                     if args.methods else ""])
     lines = [f"## Where a cell's time goes (`bench/profile_cell.py`, preset {args.preset}, CPU"
              f"{', ' + args.tag if args.tag else ''})", "",
              "```", f"python -m bench.profile_cell --preset {args.preset}{flags} --write", "```", "",
              f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPU cores, device cpu, "
-             f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}, {weights}: one child process per "
+             f"torch threads {rows[0].get('threads', '?') if rows else '?'}, {weights}: one child process per "
              f"method, {grid}, 256 px, {test_images} test images: juice_bottle's counts), every metric. Exclusive "
              "seconds (each second counted once, in the innermost part); fusion's process also fits and scores its "
              "members. decode = reading and resizing images and masks; hashing = content digests of images for "
@@ -163,8 +165,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, test_images: in
              "", f"| method | rows | wall s{' per cell' if cells > 1 else ''} | " + " | ".join(ORDER) + " |",
              "|---|---|---|" + "---|" * len(ORDER)]
     for row in rows:
-        per_cell = {p: row["parts"].get(p, 0.0) / cells for p in ORDER}
-        wall = row["wall"] / cells
+        per_cell = {p: row["parts"].get(p, 0.0) / row["cells"] for p in ORDER}
+        wall = row["wall"] / row["cells"]
         shares = [f"{per_cell[p]:.2f} ({100 * per_cell[p] / wall:.0f} %)" for p in ORDER]
         lines.append(f"| {row['method']} | {row.get('status', '?')} | {wall:.2f} | " + " | ".join(shares) + " |")
     return "\n".join(lines)
