@@ -7,17 +7,24 @@ normal test images, and how fusion would rank with other scale estimates. A diag
         # test images under each candidate scale; fused AUROC / F1-max minus the best member per candidate
     python -m bench.fusion_calibration cv RUN [RUN ...]                        # the CV prior's c per positive member
         # (median std / mean of the held-out normals over the runs' cells at k >= 4; held-out values only)
+    python -m bench.fusion_calibration terms RUN [RUN ...]                     # clip_logic's raw terms per cell:
+        # its held-out standardisers against the terms' spread on the normal test images
+    python -m bench.fusion_calibration clip-rules RUN [RUN ...]                # clip_logic's term standardiser
+        # re-fitted under candidate rules on the recorded raw terms, re-fused with the other members
 
 Candidates recorded per member (k supports, V = `views` views per image, jitter views as fusion's):
 - `loo`: the k leave-one-out scores (refit on k-1 supports, score the one left out);
 - `loo_views`: V views of each left-out image scored by the model that did not see it;
 - `views_full`: V views of each support scored by the member fitted on all k (fusion's scale views);
-- `used`: the mean and scale fusion used.
+- `used`: the mean and scale fusion used;
+- `terms` (clip_logic only): its raw terms (few_shot, global, components) on the same images, and the held-out raw
+  terms its own standardiser was fitted on (`held`; each refit's: `nested_held`), for `clip-rules`.
 Scale candidates re-fused from them (`candidate_scales`): the leave-one-out spreads (ddof 0 / 1, with and without
-the views of the left-out images: `loo+loo_views_ddof1` is `scale=held_out`), the default geometric mean,
-`cv_max` / `cv_shrink` (a coefficient-of-variation prior for PatchCore and RegAD), `log_held_out` (their log scores
-standardised) and `clip_floor` (clip_logic's scale at least 1); BENCHMARKS.md, section "Fusion calibration: further
-candidates on the completed dev sets".
+the views of the left-out images: `loo+loo_views_ddof1` is `scale=held_out`), the geometric mean unfloored
+(`geomean(loo, views_full)`) and floored as fusion's default (`geomean+floor`; `held_out+floor`), `cv_max` /
+`cv_shrink` (a coefficient-of-variation prior for PatchCore and RegAD), `log_held_out` (their log scores
+standardised) and `clip_floor` (clip_logic's scale at least 1); BENCHMARKS.md, sections "Fusion calibration: further
+candidates on the completed dev sets" and "Fusion calibration: a floor for distance scores".
 """
 from __future__ import annotations
 
@@ -34,12 +41,29 @@ import torch
 csv.field_size_limit(10**9)
 
 
+RAW_TERMS = ("few_shot", "global", "components")  # clip_logic's raw terms (its prediction extras)
+
+
+def _raw_terms(prediction) -> list[list[float]] | None:
+    """clip_logic's raw terms [b, 3] from a prediction's extras (None for another member)."""
+    if not all(name in prediction.extras for name in RAW_TERMS):
+        return None
+    return torch.stack([prediction.extras[name] for name in RAW_TERMS], dim=1).double().tolist()
+
+
 def _patch() -> None:
+    from methods import clip_logic as clip_module
     from methods import fusion as fusion_module
     from methods.augment import augmented_views
     from methods.cell import refit
 
     original_fit, original_info = fusion_module.Fusion.fit, fusion_module.Fusion.info
+    original_held_out_terms = clip_module.ClipLogic._held_out_terms
+
+    def held_out_terms(self, support):  # clip_logic keeps its held-out raw terms for the diagnosis
+        terms = original_held_out_terms(self, support)
+        self.diag_held_out_terms = terms.double().tolist()
+        return terms
 
     def fit(self, support, *, category, context):
         original_fit(self, support, category=category, context=context)
@@ -50,17 +74,28 @@ def _patch() -> None:
         with torch.no_grad():
             views = augmented_views(support, 4 * len(support), views_config, generator)
             for spec, member in chosen.items():
-                entry = {"used": self.score_stats[spec].facts(),
-                         "views_full": member.method.predict(views).scores.double().tolist()}
+                on_views = member.method.predict(views)
+                entry = {"used": self.score_stats[spec].facts(), "views_full": on_views.scores.double().tolist()}
+                terms = {"views_full": _raw_terms(on_views),
+                         "held": getattr(member.method, "diag_held_out_terms", None)}
                 if len(support) >= 2:
                     loo, loo_views = [], []
+                    terms.update(loo=[], loo_views=[], nested_held=[])
                     for i in range(len(support)):
                         rest = torch.cat([support[:i], support[i + 1:]])
                         fresh = refit(member, rest, category, generator)
                         image = support[i:i + 1]
-                        loo.append(float(fresh.predict(image).scores[0]))
-                        loo_views += fresh.predict(augmented_views(image, 4, views_config, generator)).scores.tolist()
+                        on_image = fresh.predict(image)
+                        on_image_views = fresh.predict(augmented_views(image, 4, views_config, generator))
+                        loo.append(float(on_image.scores[0]))
+                        loo_views += on_image_views.scores.tolist()
+                        if terms["views_full"] is not None:  # clip_logic: the refit's own held-out terms too
+                            terms["loo"] += _raw_terms(on_image)
+                            terms["loo_views"].append(_raw_terms(on_image_views))
+                            terms["nested_held"].append(getattr(fresh, "diag_held_out_terms", None))
                     entry["loo"], entry["loo_views"] = loo, loo_views
+                if terms["views_full"] is not None:
+                    entry["terms"] = terms
                 diag[spec] = entry
         self._diag = diag
 
@@ -68,6 +103,7 @@ def _patch() -> None:
         return {**original_info(self), "diag": getattr(self, "_diag", {})}
 
     fusion_module.Fusion.fit, fusion_module.Fusion.info = fit, info
+    clip_module.ClipLogic._held_out_terms = held_out_terms
 
 
 def record(argv: list[str]) -> int:
@@ -91,9 +127,9 @@ def _std(values, ddof=0) -> float:
     return float(values.std(ddof=ddof)) if len(values) > ddof else float("nan")
 
 
-# Members whose raw scores are positive distances (PatchCore's nearest-neighbour distance, RegAD's Mahalanobis
-# distance): the log and coefficient-of-variation candidates apply to them; clip_logic's score is a sum of z-values.
-POSITIVE = ("patchcore", "regad")
+# Members whose raw scores are positive distances (those declaring `distance_scores`: PatchCore's nearest-neighbour
+# distance, RegAD's Mahalanobis distance): the log, coefficient-of-variation and floor candidates apply to them;
+# clip_logic's score is a sum of z-values.
 # coefficient-of-variation priors c (std / mean of the held-out normals: leave-one-out scores and views of the
 # left-out images), estimated from the dev sets' held-out values only: the median over ELPV's and the procedural dev
 # split's cells at k >= 4 (`python -m bench.fusion_calibration cv RUN ...` prints it); no test image is read
@@ -102,7 +138,8 @@ CLIP_FLOOR = 1.0  # clip_logic's floor in its own units (its score sums three z-
 
 
 def _positive(member: str) -> bool:
-    return member.partition(":")[0] in POSITIVE
+    from methods.registry import get_entry
+    return get_entry(member.partition(":")[0]).distance_scores
 
 
 def candidate_scales(entry: dict, k: int, member: str = "") -> dict[str, tuple[str, float]]:
@@ -119,7 +156,16 @@ def candidate_scales(entry: dict, k: int, member: str = "") -> dict[str, tuple[s
     out["loo_ddof1"] = ("linear", _std(loo, 1))
     out["loo+loo_views"] = ("linear", _std(held))
     out["loo+loo_views_ddof1"] = ("linear", _std(held, 1))  # scale=held_out
-    out["geomean(loo, views_full)"] = ("linear", (_std(loo) * _std(views)) ** 0.5)  # the default rule
+    out["geomean(loo, views_full)"] = ("linear", (_std(loo) * _std(views)) ** 0.5)  # the default rule, unfloored
+    from methods.fusion import FusionConfig
+    level = abs(float(np.mean(loo))) if _positive(member) else 0.0
+    unfloored = out["geomean(loo, views_full)"][1]
+    out["geomean+floor"] = ("linear", max(unfloored, FusionConfig().distance_floor * level))  # the default rule
+    out["held_out+floor"] = ("linear", max(_std(held, 1), FusionConfig().distance_floor * level))
+    for fraction in (0.10, 0.13):  # other floors; and the per-member CV prior as the floor
+        out[f"geomean+floor={fraction:.2f}"] = ("linear", max(unfloored, fraction * level))
+    prior = CV_PRIOR.get(member.partition(":")[0], 0.0)
+    out["geomean+floor=cv_prior"] = ("linear", max(unfloored, prior * level))
     sd, positive = _std(held, 1), _positive(member) and min(held) > 0
     base = member.partition(":")[0]
     if positive:
@@ -202,17 +248,128 @@ def analyse(runs: list[Path]) -> None:
             print(f"| {name} | " + " | ".join(cells) + f" | {g[:, 0].mean():+.3f} | {g[:, 1].mean():+.3f} |")
 
 
+def _term_standardiser(rule: str, held: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """clip_logic's term standardiser under a candidate rule, from held-out raw terms [n, 3]: (centre, scale, log)."""
+    name, _, value = rule.partition("=")
+    if name == "relative_floor":  # today's rule at 0.5: mean, max(std ddof 0, floor x |mean|)
+        centre, scale = held.mean(0), np.maximum(held.std(0), float(value) * np.abs(held.mean(0)))
+    elif name == "median_mad":  # median, max(1.4826 MAD, 0.5 x |median|)
+        centre = np.median(held, 0)
+        scale = np.maximum(1.4826 * np.median(np.abs(held - centre), 0), 0.5 * np.abs(centre))
+    elif name == "log":  # log terms: mean, max(std ddof 0, floor) in log units
+        logs = np.log(held + 1e-6)
+        return logs.mean(0), np.maximum(logs.std(0), float(value)), True
+    else:
+        raise ValueError(rule)
+    return centre, np.where(scale <= 1e-8 * np.maximum(np.abs(centre), 1), 1.0, scale), False
+
+
+def _clip_scores(rule: str, held, terms) -> np.ndarray:
+    """clip_logic's image scores of raw terms [b, 3] with the standardiser a rule fits on held-out raw terms."""
+    centre, scale, log = _term_standardiser(rule, np.asarray(held, float))
+    values = np.asarray(terms, float)
+    return (((np.log(values + 1e-6) if log else values) - centre) / scale).sum(axis=1)
+
+
+CLIP_RULES = ("relative_floor=0.5", "relative_floor=0.25", "relative_floor=1", "median_mad", "log=0.25", "log=0.5")
+
+
+def clip_rules(runs: list[Path]) -> None:
+    """clip_logic's term standardiser re-fitted under candidate rules on the recorded raw terms (its own, and each
+    leave-one-out refit's), fused with the other members under today's rule (geometric mean, distance floor):
+    clip_logic's z std on normal test images (mean over cells, as the report), its image AUROC, and fusion - best
+    member (image AUROC, means over cells first as the leaderboard), per k >= 2. `relative_floor=0.5` is today's."""
+    from methods.fusion import FusionConfig
+    from metrics import image_auroc
+    floor = FusionConfig().distance_floor
+    table = defaultdict(lambda: defaultdict(list))  # (rule, clip fusion scale, k) -> quantity -> values
+    for run in runs:
+        with (run / "results.csv").open() as handle:
+            rows = [r for r in csv.DictReader(handle) if r["method"] == "fusion" and r["status"] == "ok"]
+        for row in rows:
+            k, seed, diag = int(row["k"]), int(row["seed"]), json.loads(row["method_info"]).get("diag", {})
+            if k < 2 or not any("terms" in entry for entry in diag.values()):
+                continue
+            others, clip = {}, None
+            for member, entry in diag.items():
+                path = run / "scores" / member / f"k{k}_s{seed}" / f"{row['category']}.csv"
+                with path.open() as handle:
+                    rows_csv = list(csv.DictReader(handle))
+                labels = np.array([int(r["label"]) for r in rows_csv])
+                if "terms" in entry:
+                    clip = (labels, np.array([[float(r[t]) for t in RAW_TERMS] for r in rows_csv]), entry["terms"])
+                else:
+                    scores = np.array([float(r["score"]) for r in rows_csv])
+                    scale = (_std(entry["loo"]) * _std(entry["views_full"])) ** 0.5
+                    if _positive(member):
+                        scale = max(scale, floor * abs(float(np.mean(entry["loo"]))))
+                    others[member] = (labels, scores / (scale if scale > 1e-12 else 1.0))
+            labels, test_terms, terms = clip
+            rest = sum(z for _, z in others.values())
+            member_aurocs = {m: image_auroc(l, z) for m, (l, z) in others.items()}
+            for rule in CLIP_RULES:
+                test = _clip_scores(rule, terms["held"], test_terms)
+                views = _clip_scores(rule, terms["held"], terms["views_full"])
+                loo = np.concatenate([_clip_scores(rule, nested, [one]) for nested, one
+                                      in zip(terms["nested_held"], terms["loo"])])
+                loo_views = np.concatenate([_clip_scores(rule, nested, v) for nested, v
+                                            in zip(terms["nested_held"], terms["loo_views"])])
+                for clip_scale, scale in (("geomean", (_std(loo) * _std(views)) ** 0.5),
+                                          ("held_out", _std(np.concatenate([loo, loo_views]), 1))):
+                    z = test / (scale if scale > 1e-12 else 1.0)
+                    cell = table[(rule, clip_scale, k)]
+                    cell["z std"].append(_std(z[labels == 0]))
+                    cell["clip_logic"].append(image_auroc(labels, test))
+                    cell["fusion"].append(image_auroc(labels, rest + z))
+                    for member, value in member_aurocs.items():
+                        cell[member].append(value)
+    print("| clip_logic term rule | clip_logic fusion scale | k | cells | clip_logic z std | clip_logic AUROC | "
+          "fusion AUROC | fusion - best member |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (rule, clip_scale, k), cell in sorted(table.items(), key=lambda item: (item[0][2], item[0][0], item[0][1])):
+        best = max(np.mean(v) for name, v in cell.items() if name not in ("z std", "fusion"))
+        fusion = np.mean(cell["fusion"])
+        print(f"| {rule} | {clip_scale} | {k} | {len(cell['fusion'])} | {np.mean(cell['z std']):.2f} | "
+              f"{np.mean(cell['clip_logic']):.3f} | {fusion:.3f} | {fusion - best:+.3f} |")
+
+
+def terms(runs: list[Path]) -> None:
+    """clip_logic's three raw terms per cell: the held-out mean and scale its standardisers use against the mean
+    and std on the normal test images, and the resulting z std of each term (a diagnosis; reads the test set)."""
+    names = ("few_shot", "global", "components")
+    print("| cell | " + " | ".join(f"{t}: held-out mean / scale; test mean / std; z std" for t in names) + " |")
+    for run in runs:
+        with (run / "results.csv").open() as handle:
+            rows = [r for r in csv.DictReader(handle) if r["method"] == "clip_logic" and r["status"] == "ok"]
+        for row in sorted(rows, key=lambda r: (r["category"], int(r["k"]), int(r["seed"]))):
+            k, seed, info = int(row["k"]), int(row["seed"]), json.loads(row["method_info"])
+            path = run / "scores" / "clip_logic" / f"k{k}_s{seed}" / f"{row['category']}.csv"
+            with path.open() as handle:
+                test = [r for r in csv.DictReader(handle) if r["label"] == "0"]
+            cells = []
+            for i, name in enumerate(names):
+                values = np.array([float(r[name]) for r in test])
+                mean, scale = info["term_mean"][i], info["term_scale"][i]
+                cells.append(f"{mean:.4g} / {scale:.4g}; {values.mean():.4g} / {values.std():.4g}; "
+                             f"{values.std() / scale:.2f}")
+            print(f"| {row['category']} k={k} s{seed} | " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "record":
         rest = argv[1:]
         return record(rest[1:] if rest and rest[0] == "--" else rest)
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["analyse", "cv"])
+    parser.add_argument("command", choices=["analyse", "cv", "terms", "clip-rules"])
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args(argv)
     if args.command == "cv":
         print(json.dumps({m: round(c, 3) for m, c in cv_prior(args.runs).items()}))
+    elif args.command == "terms":
+        terms(args.runs)
+    elif args.command == "clip-rules":
+        clip_rules(args.runs)
     else:
         analyse(args.runs)
     return 0

@@ -139,6 +139,9 @@ class MethodEntry:
     uses_auxiliary: bool = False  # needs other categories (RegAD): `Requirements.auxiliary_source` says which
     needs_fitted: bool = False  # consumes other members fitted in the same cell (fusion): give `members`
     cheap_fit: bool = False  # its per-cell fit trains nothing (a memory, a Gaussian): fusion refits it leave-one-out
+    # its image score is a distance to the normal data (nearest neighbour, Mahalanobis): positive, its spread over
+    # normal images growing with its level; fusion floors its scale at a fraction of its held-out mean
+    distance_scores: bool = False
     uses_anomalies: bool = False  # receives labelled anomalies (`FitContext.anomalies`) when the run has them (BGAD)
     requires: Callable[[Any], Requirements] = backbone_requirements  # config -> what it needs up front
     members: Callable[[Any, Sequence["MethodVariant"]], list["MethodVariant"]] | None = None

@@ -151,6 +151,7 @@ class PatchCore:
              "offline": PatchCoreConfig(backbone="lite0", pretrain_dim=112, target_dim=112)},
     summary="few-shot PatchCore: nearest-neighbour distance to the support patch memory (baseline)",
     cheap_fit=True,
+    distance_scores=True,
 )
 def create_patchcore(config: PatchCoreConfig) -> PatchCore:
     return PatchCore(config)

@@ -374,6 +374,7 @@ class RegAD:
     summary="RegAD: STN feature registration meta-trained off the target; Mahalanobis to augmented supports",
     trains=True,
     cheap_fit=True,
+    distance_scores=True,
     uses_auxiliary=True,
     requires=lambda config: Requirements((WeightFile(config.backbone),),  # no other categories without meta-training
                                          auxiliary_source=config.source if config.train_epochs else None),

@@ -34,6 +34,10 @@ class Standardiser:
         constant = scale <= 1e-8 * mean.abs().clamp_min(1.0)
         return cls(mean, torch.where(constant, torch.ones_like(scale), scale))
 
+    def floored(self, relative_floor: float) -> "Standardiser":
+        """The same mean, the scale at least `relative_floor` x |mean|."""
+        return Standardiser(self.mean, torch.maximum(self.scale, relative_floor * self.mean.abs()))
+
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
         """(values - mean) / scale in the values' dtype, broadcast over the reduced dimensions."""
         return (values - self.mean.to(values)) / self.scale.to(values)

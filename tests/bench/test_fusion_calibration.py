@@ -53,6 +53,13 @@ def test_candidate_scales_by_hand():
     spread = np.std([-0.1, 0.1, 0.0, 0.05], ddof=1)
     assert clip["log_held_out"] == clip["cv_max"] == ("linear", pytest.approx(spread))
     assert clip["clip_floor"] == ("linear", CLIP_FLOOR)
+    # the default rule: the geometric mean of the leave-one-out and views spreads, a distance member's floored at
+    # fusion's distance_floor x the leave-one-out mean (here the floor decides), clip_logic's never
+    geomean = (np.std(loo) * np.std([1.0, 2.0])) ** 0.5
+    assert patchcore["geomean(loo, views_full)"] == ("linear", pytest.approx(geomean))
+    assert 0.15 * np.mean(loo) > geomean
+    assert patchcore["geomean+floor"] == ("linear", pytest.approx(0.15 * np.mean(loo)))
+    assert clip["geomean+floor"] == clip["geomean(loo, views_full)"]
 
 
 def test_analyse_prints_each_candidate_on_the_rows_own_category(tmp_path, capsys):
@@ -65,3 +72,36 @@ def test_analyse_prints_each_candidate_on_the_rows_own_category(tmp_path, capsys
     assert "| log_held_out |" in out and "| oracle |" in out
     # one member: fusion ranks as it does in each cell, whatever the scale
     assert "+0.000 | +0.000 |" in out.splitlines()[-1]
+
+
+def test_clip_rule_today_is_clip_logics_own_standardiser():
+    from bench.fusion_calibration import _clip_scores
+    from methods.standardise import Standardiser
+    import torch
+    held = np.array([[0.10, 0.020, 2.0], [0.14, 0.021, 5.0], [0.12, 0.019, 3.0]])
+    test = np.array([[0.2, 0.05, 9.0], [0.11, 0.02, 3.0]])
+    own = Standardiser.fit(torch.tensor(held), dim=0, relative_floor=0.5)  # as ClipLogic.fit
+    expected = own(torch.tensor(test)).sum(dim=1).numpy()
+    assert np.allclose(_clip_scores("relative_floor=0.5", held, test), expected)
+    logs = np.log(held + 1e-6)  # the log rule: log terms standardised, scale at least the floor in log units
+    by_hand = ((np.log(test + 1e-6) - logs.mean(0)) / np.maximum(logs.std(0), 0.5)).sum(1)
+    assert np.allclose(_clip_scores("log=0.5", held, test), by_hand)
+
+
+def test_clip_rules_refuse_on_recorded_terms(tmp_path, capsys):
+    from bench.fusion_calibration import clip_rules
+    held = [[0.10, 0.020, 2.0], [0.14, 0.021, 5.0]]
+    terms = {"held": held, "views_full": [[0.01, 0.001, 0.5]] * 4, "loo": held, "loo_views": [held, held],
+             "nested_held": [held, held]}
+    diag = {"a": {"patchcore": _entry([10.0, 11.0], [10.5, 10.2]),
+                  "clip_logic": {**_entry([0.0, 0.1], [0.0, 0.0]), "terms": terms}}}
+    _write_run(tmp_path, diag, {"a": {"patchcore": [(0, 1.0), (0, 2.0), (1, 5.0)]}})
+    folder = tmp_path / "scores" / "clip_logic" / "k2_s0"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("label,score,few_shot,global,components\n0,0,0.1,0.02,2\n0,0,0.13,0.02,4\n"
+                                  "1,0,0.3,0.09,20\n")
+    clip_rules([tmp_path])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| relative_floor=0.5 | geomean | 2 |")]
+    assert len(rows) == 1 and "| 1 |" in rows[0]  # one cell
+    assert "| 1.000 |" in rows[0]  # clip_logic separates the anomaly from both normals

@@ -66,7 +66,7 @@ def test_leave_one_out_statistics_of_a_training_free_member(loo_views):
     support = torch.rand(3, 3, 64, 64)
     setting = _setting()
     member = fit_method(build_variant("patchcore"), support, setting)
-    spec = f"fusion:scale=held_out,loo_views={loo_views},loo_views_max_k=3"
+    spec = f"fusion:scale=held_out,loo_views={loo_views},loo_views_max_k=3,distance_floor=0"
     fusion = fit_method(build_variant(spec), support, setting, {"patchcore": member}).method
     held_out_scores = []
     for held_out in range(3):
@@ -117,7 +117,8 @@ def test_refits_see_the_context_the_member_was_fitted_with():
         def fit(self, support, *, category, context):
             seen.append((context.auxiliary, context.artifacts))
 
-    entry = SimpleNamespace(name="regad", trains=True, cheap_fit=False, needs_fitted=False, factory=lambda config: Recorder())
+    entry = SimpleNamespace(name="regad", trains=True, cheap_fit=False, needs_fitted=False, distance_scores=False,
+                            factory=lambda config: Recorder())
     auxiliary = lambda: []  # noqa: E731  (what the runner hands RegAD)
     member_context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(1), FeatureCache(torch.device("cpu")),
                                 auxiliary=auxiliary, artifacts=None)
@@ -171,7 +172,8 @@ def test_pseudo_weighting_favours_the_member_that_sees_pseudo_anomalies_and_keep
 def test_a_member_with_a_cheap_fit_is_left_out_in_turn_even_if_it_trains():
     from types import SimpleNamespace
 
-    entry = SimpleNamespace(name="regad", trains=True, cheap_fit=True, needs_fitted=False, factory=lambda config: Spy())
+    entry = SimpleNamespace(name="regad", trains=True, cheap_fit=True, needs_fitted=False, distance_scores=False,
+                            factory=lambda config: Spy())
     member = FittedMember(MethodVariant("regad", entry, None), Spy(), _context().__class__(
         torch.device("cpu"), torch.Generator().manual_seed(1), FeatureCache(torch.device("cpu"))))
     context = FitContext(torch.device("cpu"), torch.Generator().manual_seed(0), FeatureCache(torch.device("cpu")),
@@ -192,7 +194,7 @@ def test_trained_members_join_only_when_asked_or_named():
     from types import SimpleNamespace
 
     def member(name, cheap):
-        entry = SimpleNamespace(name=name, trains=not cheap, cheap_fit=cheap, needs_fitted=False,
+        entry = SimpleNamespace(name=name, trains=not cheap, cheap_fit=cheap, needs_fitted=False, distance_scores=False,
                                 factory=lambda config: Spy())
         return FittedMember(MethodVariant(name, entry, None), Spy(), FitContext(
             torch.device("cpu"), torch.Generator().manual_seed(1), FeatureCache(torch.device("cpu"))))
@@ -215,7 +217,7 @@ def test_geomean_scale_by_hand():
     from methods.augment import augmented_views
     from methods.fusion import HOLDOUT_VIEWS
     support = torch.rand(1, 3, 32, 32)
-    fusion = Fusion(FusionConfig())  # default: the geometric-mean scale
+    fusion = Fusion(FusionConfig(distance_floor=0))  # default: the geometric-mean scale (unfloored here)
     fusion.fit(support, category="toy", context=_context({"patchcore": Spy()}))
     fitted = fusion.score_stats["patchcore"]
     # by hand: the cell's stream gives the pseudo seed, then the held-out views (k = 1); the scale's views come
@@ -235,7 +237,7 @@ def test_held_out_scale_by_hand_never_reads_views_of_a_support_the_member_saw():
     from methods.augment import augmented_views
     from methods.fusion import HOLDOUT_VIEWS
     support = torch.rand(1, 3, 32, 32)
-    fusion = Fusion(FusionConfig(scale="held_out"))  # scale = sample std (ddof 1) of the held-out normals
+    fusion = Fusion(FusionConfig(scale="held_out", distance_floor=0))  # sample std (ddof 1) of the held-out normals
     spy = Spy()
     fusion.fit(support, category="toy", context=_context({"patchcore": spy}))
     fitted = fusion.score_stats["patchcore"]
@@ -245,6 +247,24 @@ def test_held_out_scale_by_hand_never_reads_views_of_a_support_the_member_saw():
     assert float(fitted.scale) == pytest.approx(float(held_out.std(correction=1)), rel=1e-6)
     assert float(fitted.mean) == pytest.approx(float(held_out.mean()), rel=1e-9)
     assert len(spy.seen) == 4  # the held-out views only: no second set of views scored for the scale
+
+
+class ClipSpy(Spy):
+    name = "clip_logic"  # a member whose score is not a distance (no `distance_scores`)
+
+
+@pytest.mark.parametrize("scale", ["geomean", "held_out"])
+def test_distance_members_scale_is_floored_at_a_fraction_of_their_held_out_mean(scale):
+    support = torch.rand(2, 3, 32, 32) * 0.1 + 0.45  # scores (mean intensity) near 0.5, spread far below 0.15 x 0.5
+    floored = Fusion(FusionConfig(scale=scale))
+    floored.fit(support, category="toy", context=_context({"patchcore": Spy(), "clip_logic": ClipSpy()}))
+    plain = Fusion(FusionConfig(scale=scale, distance_floor=0))
+    plain.fit(support, category="toy", context=_context({"patchcore": Spy(), "clip_logic": ClipSpy()}))
+    distance, other = floored.score_stats["patchcore"], floored.score_stats["clip_logic"]
+    assert float(plain.score_stats["patchcore"].scale) < 0.15 * float(distance.mean)
+    assert float(distance.scale) == pytest.approx(0.15 * float(distance.mean), rel=1e-9)  # the floor
+    assert float(distance.mean) == pytest.approx(float(plain.score_stats["patchcore"].mean), rel=1e-12)
+    assert other == plain.score_stats["clip_logic"]  # not a distance: untouched
 
 
 def test_standardiser_sample_std():
