@@ -236,14 +236,14 @@ def analyse(runs: list[Path]) -> None:
     for k in sorted({k for (k, _, _) in zstd}):
         print(f"\n## k = {k} ({len(gaps[(k, 'oracle')])} cells)")
         names = sorted({n for (kk, _, n) in zstd if kk == k})
-        print("| candidate | " + " | ".join(f"z std {m} (mean; min-max)" for m in members)
+        print("| candidate | " + " | ".join(f"z std {m} (geometric mean; min-max; mean)" for m in members)
               + " | fusion - best AUROC | fusion - best F1 |")
         for name in names + ["oracle"]:
             cells = []
             for m in members:
                 v = np.array(zstd.get((k, m, name), [np.nan]))
-                cells.append(f"{np.exp(np.log(v).mean()):.2f} ({v.min():.2f}-{v.max():.2f})" if name != "oracle"
-                             else "1")
+                summary = f"{np.exp(np.log(v).mean()):.2f} ({v.min():.2f}-{v.max():.2f}; {v.mean():.2f})"
+                cells.append(summary if name != "oracle" else "1")
             g = np.array(gaps[(k, name)])
             print(f"| {name} | " + " | ".join(cells) + f" | {g[:, 0].mean():+.3f} | {g[:, 1].mean():+.3f} |")
 
