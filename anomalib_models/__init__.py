@@ -102,12 +102,12 @@ register("anomalib:Patchcore", config=PatchcoreConfig,
          presets={"paper": PatchcoreConfig(),
                   "offline": PatchcoreConfig(backbone="lite0", layers=LITE0_LEVELS)},
          summary="anomalib's PatchCore fitted on the support images (memory bank, coreset, nearest patches)",
-         requires=_requires, cheap_fit=True, in_default_run=False)(_factory("Patchcore"))
+         requires=_requires, cheap_fit=True, distance_scores=True, in_default_run=False)(_factory("Patchcore"))
 register("anomalib:Padim", config=PadimConfig,
          presets={"paper": PadimConfig(),
                   "offline": PadimConfig(backbone="lite0", layers=("blocks.1", *LITE0_LEVELS))},
          summary="anomalib's PaDiM fitted on the support images (a Gaussian per patch position)",
-         requires=_requires, cheap_fit=True, in_default_run=False)(_factory("Padim"))
+         requires=_requires, cheap_fit=True, distance_scores=True, in_default_run=False)(_factory("Padim"))
 for _model, _reason in sorted(NOT_HERE.items()):
     register(f"anomalib:{_model}", config=UnavailableConfig,
              presets={"paper": UnavailableConfig(_reason), "offline": UnavailableConfig(_reason)},
