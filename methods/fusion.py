@@ -56,7 +56,7 @@ dev split): `distance_floor=0.15` (section "Fusion calibration: a floor for dist
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping, Sequence, get_args
 
 import torch
@@ -64,7 +64,7 @@ import torch
 from methods.augment import AugmentConfig, PseudoAnomalyConfig, augmented_views, pseudo_anomalies
 from methods.base import FitContext, FittedMember, Method, MethodVariant, Prediction
 from methods.cell import refit
-from methods.options import NonNegativeFloat, NonNegativeInt, PositiveInt
+from methods.options import UNRECORDED, NonNegativeFloat, NonNegativeInt, PositiveInt
 from methods.registry import register
 from methods.standardise import Standardiser
 
@@ -103,8 +103,8 @@ class FusionConfig:
     # module docstring); held_out: the held-out normals' sample std (ddof 1)
     scale: Scale = "geomean"
     # members declaring `distance_scores`: scale at least this x their held-out mean (0: no floor; 0.15 derived from
-    # the dev sets' held-out values, see the module docstring)
-    distance_floor: NonNegativeFloat = 0.15
+    # the dev sets' held-out values, see the module docstring); rows made before the floor existed had none
+    distance_floor: NonNegativeFloat = field(default=0.15, metadata={UNRECORDED: 0.0})
     fuse_maps: bool = True
 
 

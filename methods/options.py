@@ -20,6 +20,10 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Iterable, Literal
 
+# A config field's metadata key (`field(default=..., metadata={UNRECORDED: value})`): the value that reproduces what
+# the method did before the field existed, so a resume compares old rows, which do not record it, with that value.
+UNRECORDED = "unrecorded"
+
 
 @dataclass(frozen=True)
 class Range:

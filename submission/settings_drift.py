@@ -5,14 +5,18 @@ as fusion's `loo_views_max_k` and `view_degrees` did), the skipped cells keep th
 leaderboard would average two generations under one name. Every method's `method_info` records its config fields
 (`info()` spreads `asdict(config)`), so the finished rows say what they were made with: a field whose recorded
 value differs from the config the run builds now is drift, and the run stops before any cell starts. A field a row
-does not record (added to the config since) is not compared: its old behaviour is unknown, not different.
+does not record (added to the config since) is compared through the value its dataclass metadata names for rows made
+before it existed (`field(default=..., metadata={UNRECORDED: value})`: the value that reproduces the old behaviour,
+as `distance_floor=0` does fusion's before the floor); without one it is not compared: its old behaviour is unknown.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from methods.options import UNRECORDED
 
 
 def _plain(value: Any) -> str:
@@ -25,6 +29,7 @@ def settings_drift(rows: Iterable[Mapping[str, str]], spec: str, preset: str, co
     """Config fields whose value recorded by the finished (status=ok) rows of `spec` under `preset` differs from
     `config`'s: field -> (the recorded values, the value asked now), as JSON text."""
     asked = {name: _plain(value) for name, value in asdict(config).items()}
+    before = {f.name: _plain(f.metadata[UNRECORDED]) for f in fields(config) if UNRECORDED in f.metadata}
     recorded: dict[str, set[str]] = {}
     for row in rows:
         if row["method"] != spec or row["preset"] != preset or row["status"] != "ok":
@@ -33,6 +38,8 @@ def settings_drift(rows: Iterable[Mapping[str, str]], spec: str, preset: str, co
         info = info.get("config", info) if isinstance(info.get("config"), dict) else info  # rows before `config`
         for name in asked.keys() & info.keys():
             recorded.setdefault(name, set()).add(_plain(info[name]))
+        for name in before.keys() - info.keys():  # a field added since, whose old behaviour its metadata names
+            recorded.setdefault(name, set()).add(before[name])
     return {name: (sorted(values), asked[name]) for name, values in sorted(recorded.items())
             if values != {asked[name]}}
 

@@ -1,10 +1,11 @@
 """The resume's settings check: finished rows whose recorded config fields differ from the config asked now."""
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
+from methods.options import UNRECORDED
 from runfolder.schema import RunPaths
 from submission.cli import main
 from submission.settings_drift import drift_line, settings_drift
@@ -32,6 +33,28 @@ def test_drift_is_a_recorded_field_that_differs_from_the_asked_config():
     assert settings_drift([same, *others], "toy", "offline", ToyConfig()) == {}
     line = drift_line("runs/x", "toy", "offline", drift)
     assert "\n" not in line and "sigma 2.0 / 4.0 recorded, 4.0 now" in line and "another --out" in line
+
+
+@dataclass(frozen=True)
+class ToyWithFloor:
+    sigma: float = 4.0
+    floor: float = field(default=0.15, metadata={UNRECORDED: 0.0})  # rows made before the field had no floor
+
+
+def test_a_field_added_since_compares_old_rows_through_its_unrecorded_value():
+    old = _row({"sigma": 4.0})  # made before `floor` existed: it ran as floor = 0
+    assert settings_drift([old], "toy", "offline", ToyWithFloor()) == {"floor": (["0.0"], "0.15")}
+    assert settings_drift([old], "toy", "offline", ToyWithFloor(floor=0.0)) == {}  # asking for the old behaviour
+    new = _row({"sigma": 4.0, "floor": 0.15})
+    assert settings_drift([new], "toy", "offline", ToyWithFloor()) == {}
+
+
+def test_fusion_rows_made_before_the_distance_floor_drift_from_todays_default():
+    from methods.fusion import FusionConfig
+    recorded = {k: v for k, v in asdict(FusionConfig()).items() if k != "distance_floor"}
+    drift = settings_drift([_row(json.loads(json.dumps(recorded)), method="fusion")], "fusion", "offline",
+                           FusionConfig())
+    assert drift == {"distance_floor": (["0.0"], "0.15")}
 
 
 def test_a_resume_over_cells_made_with_other_settings_exits_2_before_any_cell(tiny_loco, tmp_path, capsys):
