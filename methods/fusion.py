@@ -20,8 +20,8 @@ pseudo-anomalies made on them, scaled to sum to the member count). `combine` reu
   normals' sample standard deviation (ddof 1), views of supports the member saw never used; with it use
   `loo_views_max_k=none` (views of each left-out image, scored by the refit that did not see it, join the
   held-out normals at every k): `fusion:scale=held_out,loo_views_max_k=none`.
-- Members declaring `distance_scores` (PatchCore, RegAD): the scale at least `distance_floor` x |held-out mean|
-  (`distance_floor=0`: off), under either scale rule; maps are not floored.
+- Members declaring `distance_scores` (PatchCore, RegAD, anomalib's PatchCore and PaDiM): the scale at least
+  `distance_floor` x |held-out mean| (`distance_floor=0`: off), under either scale rule; maps are not floored.
 
 Departures, each with its reason:
 - Statistics from the k supports only, never from other normal images: the VAND few-shot rule.
@@ -29,9 +29,10 @@ Departures, each with its reason:
   against b, b against a), nearly equal, so their spread says nothing of how unseen normals spread; a distance's
   spread over normal images grows with its level, so its level bounds the scale from below. 0.15 is the larger of
   PatchCore's and RegAD's median coefficient of variation (std / mean) of held-out normals over the dev sets' cells
-  at k >= 4 (0.115 / 0.150: held-out values only, no test image), the one value among 0.10 / 0.13 / 0.15 and a
-  per-member 0.115 / 0.150 that brings both members' z std on normal test images within [0.5, 2] at k = 2 on both
-  dev sets (BENCHMARKS.md, section "Fusion calibration: a floor for distance scores").
+  at k >= 4 (0.115 / 0.150: held-out values only, no test image). 0.10 and 0.13 leave RegAD's z std on normal test
+  images above 2 on ELPV at k = 2; 0.15 and the per-member medians bring both members within [0.5, 2] at every
+  k >= 2 on both dev sets, and the single value needs no constant per method (BENCHMARKS.md, section "Fusion
+  calibration: a floor for distance scores").
 - At k = 1 views are the held-out normals: there is nothing to leave out.
 - The geometric-mean scale (ours): leave-one-out spreads rest on k points, views' spreads are too small.
 - `scale=held_out`: ddof 1 (PUAD: ddof 0), the scale resting on a few values (ddof 0 of two is |a - b| / 2).
