@@ -182,17 +182,20 @@ def calibration_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     ks = sorted(shown["k"].unique())
     header = ["fusion", "member", *(f"k={k}" for k in ks)]
     rows = []
+    def cell(row: pd.Series) -> str:
+        spread = f" ± {row['normal_std_std']:.2f}" if pd.notna(row.get("normal_std_std")) else ""
+        return f"{row['normal_std']:.2f}{spread}" + (f" ({row['flag']})" if row["flag"] else "")
+
     for (method, member), group in shown.groupby(["method", "member"], sort=True):
         by_k = {row["k"]: row for _, row in group.iterrows()}
-        rows.append([method, member, *(f"{by_k[k]['normal_std']:.2f}" + (f" ({by_k[k]['flag']})" if by_k[k]["flag"]
-                                                                          else "") if k in by_k else "–"
-                                       for k in ks)])
+        rows.append([method, member, *(cell(by_k[k]) if k in by_k else "–" for k in ks)])
     return header, rows
 
 
-CALIBRATION_NOTE = ("Each fused member's z-score std on the normal test images, mean over seeds: about 1 when the "
-                    "member's held-out statistics describe unseen normals; outside [0.5, 2] it is flagged (a member "
-                    "whose spread is underestimated outvotes the others whatever its quality).")
+CALIBRATION_NOTE = ("Each fused member's z-score std on the normal test images, mean ± std over seeds: about 1 when "
+                    "the member's held-out statistics describe unseen normals; a mean outside [0.5, 2] is flagged (a "
+                    "member whose spread is underestimated outvotes the others whatever its quality; a large spread "
+                    "over seeds says one draw of supports carries the mean).")
 
 
 def print_calibration(table: pd.DataFrame, console: Console) -> None:

@@ -77,13 +77,14 @@ def fusion_folders(results: pd.DataFrame) -> set[str]:
 
 def calibration(parts: pd.DataFrame, fusions: set[str]) -> pd.DataFrame:
     """Each fused member's z-score std on the normal test images, per (fusion variant folder in `fusions`,
-    category|overall, k): about 1 when the member's held-out statistics describe unseen normals; `flag` says when
-    it lies outside `CALIBRATED` (an over-confident member, std >> 1, outvotes the others whatever its quality)."""
+    category|overall, k): about 1 when the member's held-out statistics describe unseen normals, `normal_std_std`
+    its spread over seeds (one draw of alike supports can carry the mean); `flag` says when the mean lies outside
+    `CALIBRATED` (an over-confident member, std >> 1, outvotes the others whatever its quality)."""
+    columns = ["method", "category", "k", "member", "n_seeds", "normal_std", "normal_std_std"]
     members = parts[parts["part"].str.startswith("z_") & parts["method"].isin(fusions)]
     if members.empty:
-        return pd.DataFrame(columns=["method", "category", "k", "member", "n_seeds", "normal_std", "flag"])
-    table = members.assign(member=members["part"].str[2:])[["method", "category", "k", "member", "n_seeds",
-                                                            "normal_std"]].reset_index(drop=True)
+        return pd.DataFrame(columns=[*columns, "flag"])
+    table = members.assign(member=members["part"].str[2:]).reindex(columns=columns).reset_index(drop=True)
     low, high = CALIBRATED
     table["flag"] = [("too wide" if std > high else "too narrow" if std < low else "") if pd.notna(std) else ""
                      for std in table["normal_std"]]

@@ -78,3 +78,20 @@ def test_calibration_flags_fused_members_outside_half_to_two():
     table = calibration(parts, fusion_folders(results))
     assert list(zip(table["member"], table["k"], table["flag"])) == [("a", 1, "too narrow"), ("b", 1, ""),
                                                                       ("a", 2, "too wide")]
+
+
+def test_calibration_cells_show_the_spread_over_seeds_and_the_flag_of_the_mean():
+    import pandas as pd
+
+    from leaderboard.render import calibration_rows
+    from leaderboard.score_parts import calibration
+
+    parts = pd.DataFrame({"method": ["fusion"] * 3, "category": ["juice"] * 3, "k": [4, 4, 8],
+                          "part": ["z_a", "z_b", "z_a"], "n_seeds": [3, 3, 1],
+                          "normal_std": [3.27, 1.0, 0.4], "normal_std_std": [3.37, 0.1, float("nan")]})
+    header, rows = calibration_rows(calibration(parts, {"fusion"}))
+    assert header == ["fusion", "member", "k=4", "k=8"]
+    assert rows == [["fusion", "a", "3.27 ± 3.37 (too wide)", "0.40 (too narrow)"],
+                    ["fusion", "b", "1.00 ± 0.10", "–"]]
+    older = parts.drop(columns="normal_std_std")  # a frame without the spread column: the means alone
+    assert calibration_rows(calibration(older, {"fusion"}))[1][1][2] == "1.00"
