@@ -112,14 +112,16 @@ def record(argv: list[str]) -> int:
     return main(argv)
 
 
+def _score_rows(run: Path, member: str, category: str, k: int, seed: int) -> list[dict[str, str]]:
+    """One member's score CSV rows in one cell (category, k, seed): label, score and its named parts."""
+    with (run / "scores" / member / f"k{k}_s{seed}" / f"{category}.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
 def _scores(run: Path, member: str, category: str, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One member's test labels and scores in one cell (category, k, seed)."""
-    labels, scores = [], []
-    with (run / "scores" / member / f"k{k}_s{seed}" / f"{category}.csv").open() as handle:
-        for row in csv.DictReader(handle):
-            labels.append(int(row["label"]))
-            scores.append(float(row["score"]))
-    return np.array(labels), np.array(scores)
+    rows = _score_rows(run, member, category, k, seed)
+    return np.array([int(row["label"]) for row in rows]), np.array([float(row["score"]) for row in rows])
 
 
 def _std(values, ddof=0) -> float:
@@ -250,18 +252,19 @@ def analyse(runs: list[Path]) -> None:
 
 def _term_standardiser(rule: str, held: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """clip_logic's term standardiser under a candidate rule, from held-out raw terms [n, 3]: (centre, scale, log)."""
+    from methods.standardise import Standardiser
     name, _, value = rule.partition("=")
-    if name == "relative_floor":  # today's rule at 0.5: mean, max(std ddof 0, floor x |mean|)
-        centre, scale = held.mean(0), np.maximum(held.std(0), float(value) * np.abs(held.mean(0)))
-    elif name == "median_mad":  # median, max(1.4826 MAD, 0.5 x |median|)
+    if name == "relative_floor":  # clip_logic's own standardiser (today's rule at 0.5)
+        own = Standardiser.fit(torch.from_numpy(held), dim=0, relative_floor=float(value))
+        return own.mean[0].numpy(), own.scale[0].numpy(), False
+    if name == "median_mad":  # median, max(1.4826 MAD, 0.5 x |median|)
         centre = np.median(held, 0)
         scale = np.maximum(1.4826 * np.median(np.abs(held - centre), 0), 0.5 * np.abs(centre))
-    elif name == "log":  # log terms: mean, max(std ddof 0, floor) in log units
+        return centre, np.where(scale <= 1e-8 * np.maximum(np.abs(centre), 1), 1.0, scale), False
+    if name == "log":  # log terms: mean, max(std ddof 0, floor) in log units
         logs = np.log(held + 1e-6)
         return logs.mean(0), np.maximum(logs.std(0), float(value)), True
-    else:
-        raise ValueError(rule)
-    return centre, np.where(scale <= 1e-8 * np.maximum(np.abs(centre), 1), 1.0, scale), False
+    raise ValueError(rule)
 
 
 def _clip_scores(rule: str, held, terms) -> np.ndarray:
@@ -279,9 +282,7 @@ def clip_rules(runs: list[Path]) -> None:
     leave-one-out refit's), fused with the other members under today's rule (geometric mean, distance floor):
     clip_logic's z std on normal test images (mean over cells, as the report), its image AUROC, and fusion - best
     member (image AUROC, means over cells first as the leaderboard), per k >= 2. `relative_floor=0.5` is today's."""
-    from methods.fusion import FusionConfig
     from metrics import image_auroc
-    floor = FusionConfig().distance_floor
     table = defaultdict(lambda: defaultdict(list))  # (rule, clip fusion scale, k) -> quantity -> values
     for run in runs:
         with (run / "results.csv").open() as handle:
@@ -292,17 +293,13 @@ def clip_rules(runs: list[Path]) -> None:
                 continue
             others, clip = {}, None
             for member, entry in diag.items():
-                path = run / "scores" / member / f"k{k}_s{seed}" / f"{row['category']}.csv"
-                with path.open() as handle:
-                    rows_csv = list(csv.DictReader(handle))
-                labels = np.array([int(r["label"]) for r in rows_csv])
                 if "terms" in entry:
-                    clip = (labels, np.array([[float(r[t]) for t in RAW_TERMS] for r in rows_csv]), entry["terms"])
+                    rows_csv = _score_rows(run, member, row["category"], k, seed)
+                    clip = (np.array([int(r["label"]) for r in rows_csv]),
+                            np.array([[float(r[t]) for t in RAW_TERMS] for r in rows_csv]), entry["terms"])
                 else:
-                    scores = np.array([float(r["score"]) for r in rows_csv])
-                    scale = (_std(entry["loo"]) * _std(entry["views_full"])) ** 0.5
-                    if _positive(member):
-                        scale = max(scale, floor * abs(float(np.mean(entry["loo"]))))
+                    labels, scores = _scores(run, member, row["category"], k, seed)
+                    scale = candidate_scales(entry, k, member)["geomean+floor"][1]  # today's rule
                     others[member] = (labels, scores / (scale if scale > 1e-12 else 1.0))
             labels, test_terms, terms = clip
             rest = sum(z for _, z in others.values())
@@ -336,18 +333,15 @@ def clip_rules(runs: list[Path]) -> None:
 def terms(runs: list[Path]) -> None:
     """clip_logic's three raw terms per cell: the held-out mean and scale its standardisers use against the mean
     and std on the normal test images, and the resulting z std of each term (a diagnosis; reads the test set)."""
-    names = ("few_shot", "global", "components")
-    print("| cell | " + " | ".join(f"{t}: held-out mean / scale; test mean / std; z std" for t in names) + " |")
+    print("| cell | " + " | ".join(f"{t}: held-out mean / scale; test mean / std; z std" for t in RAW_TERMS) + " |")
     for run in runs:
         with (run / "results.csv").open() as handle:
             rows = [r for r in csv.DictReader(handle) if r["method"] == "clip_logic" and r["status"] == "ok"]
         for row in sorted(rows, key=lambda r: (r["category"], int(r["k"]), int(r["seed"]))):
             k, seed, info = int(row["k"]), int(row["seed"]), json.loads(row["method_info"])
-            path = run / "scores" / "clip_logic" / f"k{k}_s{seed}" / f"{row['category']}.csv"
-            with path.open() as handle:
-                test = [r for r in csv.DictReader(handle) if r["label"] == "0"]
+            test = [r for r in _score_rows(run, "clip_logic", row["category"], k, seed) if r["label"] == "0"]
             cells = []
-            for i, name in enumerate(names):
+            for i, name in enumerate(RAW_TERMS):
                 values = np.array([float(r[name]) for r in test])
                 mean, scale = info["term_mean"][i], info["term_scale"][i]
                 cells.append(f"{mean:.4g} / {scale:.4g}; {values.mean():.4g} / {values.std():.4g}; "

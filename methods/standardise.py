@@ -30,7 +30,7 @@ class Standardiser:
         mean = values.mean(dim=dims, keepdim=True)
         count = values.numel() // mean.numel()
         std = values.std(dim=dims, correction=ddof if count > ddof else 0, keepdim=True)
-        scale = torch.maximum(std, relative_floor * mean.abs())
+        scale = cls(mean, std).floored(relative_floor).scale
         constant = scale <= 1e-8 * mean.abs().clamp_min(1.0)
         return cls(mean, torch.where(constant, torch.ones_like(scale), scale))
 
