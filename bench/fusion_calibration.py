@@ -163,7 +163,8 @@ def candidate_scales(entry: dict, k: int, member: str = "") -> dict[str, tuple[s
     level = abs(float(np.mean(loo))) if _positive(member) else 0.0
     unfloored = out["geomean(loo, views_full)"][1]
     out["geomean+floor"] = ("linear", max(unfloored, FusionConfig().distance_floor * level))  # the default rule
-    out["held_out+floor"] = ("linear", max(_std(held, 1), FusionConfig().distance_floor * level))
+    held_level = abs(float(np.mean(held))) if _positive(member) else 0.0  # scale=held_out's mean: views join
+    out["held_out+floor"] = ("linear", max(_std(held, 1), FusionConfig().distance_floor * held_level))
     for fraction in (0.10, 0.13):  # other floors; and the per-member CV prior as the floor
         out[f"geomean+floor={fraction:.2f}"] = ("linear", max(unfloored, fraction * level))
     prior = CV_PRIOR.get(member.partition(":")[0], 0.0)
